@@ -1,0 +1,122 @@
+"""Connections to the warehouse and its schema migrations.
+
+Every DAG and every test reaches the warehouse through `connect()` and brings the schema up to
+date with `apply_migrations()`, so there is exactly one way the schema comes to exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from mailtrace.paths import SQL_DIR
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_CONN_ID = "mailtrace_warehouse"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+# Advisory lock keys (arbitrary, fixed). Loads into provider_event hold LOAD_LOCK so identity
+# values commit in order, which lets reconcile use "id > cursor" without missing a late commit.
+MIGRATION_LOCK = 7_301_001
+LOAD_LOCK = 7_301_002
+EXTRACT_LOCK_BASE = 7_301_100
+
+
+def connect(conn_id: str = WAREHOUSE_CONN_ID) -> psycopg.Connection:
+    """Open a psycopg connection from the Airflow connection `conn_id`."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    if not isinstance(conn, psycopg.Connection):
+        raise TypeError(f"mailtrace needs psycopg 3 connections, got {type(conn).__name__}")
+    conn.autocommit = False
+    return conn
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file name must look like 001_name.sql: {path.name}")
+        migrations.append(Migration(int(match.group(1)), path.name, path))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"duplicate migration numbers in {directory}: {versions}")
+    return migrations
+
+
+def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every migration not yet recorded, in order, in one transaction (all or none).
+
+    Safe to call from many tasks at once (an advisory lock serialises them) and as often as you
+    like: an applied migration is skipped. A migration file edited after it was applied is an error,
+    because the warehouse would silently differ from what the file says.
+    Returns the names applied by this call.
+    """
+    applied_now = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS mailtrace")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS mailtrace.schema_migration (
+                   version    integer PRIMARY KEY,
+                   name       text        NOT NULL,
+                   checksum   text        NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        recorded = {
+            version: (name, checksum)
+            for version, name, checksum in conn.execute(
+                "SELECT version, name, checksum FROM mailtrace.schema_migration"
+            )
+        }
+        for migration in list_migrations(directory):
+            if migration.version in recorded:
+                name, checksum = recorded[migration.version]
+                if checksum != migration.checksum:
+                    raise RuntimeError(
+                        f"migration {migration.name} changed after it was applied (as {name}); "
+                        "add a new numbered migration instead of editing an applied one"
+                    )
+                continue
+            with conn.transaction():
+                conn.execute(migration.path.read_text(encoding="utf-8"))
+                conn.execute(
+                    "INSERT INTO mailtrace.schema_migration (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            log.info("applied migration %s", migration.name)
+            applied_now.append(migration.name)
+    return applied_now
+
+
+def get_state(conn: psycopg.Connection, name: str) -> str | None:
+    row = conn.execute("SELECT value FROM mailtrace.pipeline_state WHERE name = %s", (name,)).fetchone()
+    return row[0] if row else None
+
+
+def set_state(conn: psycopg.Connection, name: str, value: str) -> None:
+    conn.execute(
+        """INSERT INTO mailtrace.pipeline_state (name, value) VALUES (%s, %s)
+           ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()""",
+        (name, value),
+    )
