@@ -1,0 +1,230 @@
+"""Shared fixtures: real Postgres, the Notify simulator, moto's S3/SQS server and an SMTP server.
+
+Everything runs on loopback. Postgres is the server at 127.0.0.1:5432 when it answers (or the DSN
+in MAILTRACE_TEST_PG_DSN); otherwise a throwaway cluster is started for the session.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import shutil
+import socket
+import tempfile
+import uuid
+from pathlib import Path
+
+# Airflow reads its home at import time; give the whole test session its own before anything imports it.
+_AIRFLOW_HOME = tempfile.mkdtemp(prefix="mailtrace-airflow-home-")
+os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "false")
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from psycopg import sql  # noqa: E402
+
+from devtools.pgcluster import PgCluster, server_answers  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def postgres_conn_json(dsn: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": info.get("host", "127.0.0.1"),
+            "port": int(info.get("port", 5432)),
+            "login": info.get("user", "postgres"),
+            "password": info.get("password", ""),
+            "schema": info["dbname"],
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn():
+    explicit = os.environ.get("MAILTRACE_TEST_PG_DSN")
+    if explicit:
+        yield explicit
+        return
+    if server_answers(LOCAL_SERVER_DSN):
+        yield LOCAL_SERVER_DSN
+        return
+    data_root = Path(tempfile.mkdtemp(prefix="mailtrace-pg-"))
+    cluster = PgCluster(data_root / "data")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+        shutil.rmtree(data_root, ignore_errors=True)
+
+
+def _admin_execute(admin_dsn: str, statement: sql.Composable) -> None:
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def _with_dbname(dsn: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def warehouse_template(pg_admin_dsn):
+    """A database with every migration applied, cloned for each test (much faster than migrating)."""
+    from mailtrace.warehouse import apply_migrations
+
+    name = f"mailtrace_tpl_{os.getpid()}"
+    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    _admin_execute(pg_admin_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    with psycopg.connect(_with_dbname(pg_admin_dsn, name)) as conn:
+        apply_migrations(conn)
+    yield name
+    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def empty_database_dsn(pg_admin_dsn):
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"mailtrace_empty_{uuid.uuid4().hex[:12]}"
+    _admin_execute(pg_admin_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _with_dbname(pg_admin_dsn, name)
+    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def warehouse_dsn(pg_admin_dsn, warehouse_template, monkeypatch):
+    """DSN of a per-test warehouse database, also exposed as the `mailtrace_warehouse` connection."""
+    name = f"mailtrace_test_{uuid.uuid4().hex[:12]}"
+    _admin_execute(
+        pg_admin_dsn,
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(warehouse_template)),
+    )
+    dsn = _with_dbname(pg_admin_dsn, name)
+    monkeypatch.setenv("AIRFLOW_CONN_MAILTRACE_WAREHOUSE", postgres_conn_json(dsn))
+    yield dsn
+    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def warehouse_conn(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture
+def notify_sim(tmp_path, monkeypatch):
+    """A running Notify simulator, wired as the `notify_api` connection."""
+    from devtools.notify_sim import NotifySimulator
+
+    sim = NotifySimulator(tmp_path / "notify-sim.sqlite")
+    base_url = sim.start()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_NOTIFY_API", json.dumps({"conn_type": "http", "host": base_url, "password": sim.api_key})
+    )
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def notify_client(notify_sim):
+    from notifications_python_client.notifications import NotificationsAPIClient
+
+    return NotificationsAPIClient(notify_sim.api_key, base_url=notify_sim.base_url)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    """moto's S3/SQS/SES API server on loopback (server mode, so every client library really talks HTTP)."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto_endpoint, monkeypatch):
+    """`aws_default` pointed at moto; returns a boto3 session factory for test-side checks."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ca-central-1")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "ca-central-1", "endpoint_url": moto_endpoint},
+            }
+        ),
+    )
+
+    class _Aws:
+        endpoint = moto_endpoint
+
+        @staticmethod
+        def client(service: str):
+            return boto3.client(service, endpoint_url=moto_endpoint, region_name="ca-central-1")
+
+    return _Aws()
+
+
+@pytest.fixture
+def s3_bucket(aws):
+    name = f"mailtrace-test-{uuid.uuid4().hex[:10]}"
+    aws.client("s3").create_bucket(
+        Bucket=name, CreateBucketConfiguration={"LocationConstraint": "ca-central-1"}
+    )
+    return name
+
+
+class _MailSink:
+    """aiosmtpd handler keeping every message it receives, parsed."""
+
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(monkeypatch):
+    """A real SMTP server on loopback, wired as `smtp_default`; `.messages` holds what it received."""
+    from aiosmtpd.controller import Controller
+
+    sink = _MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMTP_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": port,
+                "extra": {"disable_tls": True, "disable_ssl": True, "from_email": "mailtrace@example.gov"},
+            }
+        ),
+    )
+    yield sink
+    controller.stop()
