@@ -90,14 +90,32 @@ class PgCluster:
         if self._run_as:
             shutil.chown(self.data_dir, user="postgres")
             os.chmod(self.data_dir, 0o700)
+            # The postgres user must be able to reach its data directory through the parent.
             parent = self.data_dir.parent
-            os.chmod(parent, os.stat(parent).st_mode | 0o755)
+            os.chmod(parent, os.stat(parent).st_mode | 0o755)  # noqa: S103
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                      "--auth=trust", "--encoding=UTF8", "--locale=C")
+            self._run(
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            )
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data_dir} -c fsync=off"
-        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-o", options,
-                  "-l", str(self.data_dir / "server.log"), "-w", "start")
+        self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-o",
+            options,
+            "-l",
+            str(self.data_dir / "server.log"),
+            "-w",
+            "start",
+        )
         deadline = time.monotonic() + 30
         while not server_answers(self.dsn):
             if time.monotonic() > deadline:

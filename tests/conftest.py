@@ -74,6 +74,10 @@ def _admin_execute(admin_dsn: str, statement: sql.Composable) -> None:
         conn.execute(statement)
 
 
+def _drop_database(admin_dsn: str, name: str) -> None:
+    _admin_execute(admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
 def _with_dbname(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
 
@@ -84,12 +88,12 @@ def warehouse_template(pg_admin_dsn):
     from mailtrace.warehouse import apply_migrations
 
     name = f"mailtrace_tpl_{os.getpid()}"
-    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    _drop_database(pg_admin_dsn, name)
     _admin_execute(pg_admin_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     with psycopg.connect(_with_dbname(pg_admin_dsn, name)) as conn:
         apply_migrations(conn)
     yield name
-    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    _drop_database(pg_admin_dsn, name)
 
 
 @pytest.fixture
@@ -98,7 +102,7 @@ def empty_database_dsn(pg_admin_dsn):
     name = f"mailtrace_empty_{uuid.uuid4().hex[:12]}"
     _admin_execute(pg_admin_dsn, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     yield _with_dbname(pg_admin_dsn, name)
-    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    _drop_database(pg_admin_dsn, name)
 
 
 @pytest.fixture
@@ -107,12 +111,14 @@ def warehouse_dsn(pg_admin_dsn, warehouse_template, monkeypatch):
     name = f"mailtrace_test_{uuid.uuid4().hex[:12]}"
     _admin_execute(
         pg_admin_dsn,
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(warehouse_template)),
+        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(warehouse_template)
+        ),
     )
     dsn = _with_dbname(pg_admin_dsn, name)
     monkeypatch.setenv("AIRFLOW_CONN_MAILTRACE_WAREHOUSE", postgres_conn_json(dsn))
     yield dsn
-    _admin_execute(pg_admin_dsn, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    _drop_database(pg_admin_dsn, name)
 
 
 @pytest.fixture
@@ -128,9 +134,8 @@ def notify_sim(tmp_path, monkeypatch):
 
     sim = NotifySimulator(tmp_path / "notify-sim.sqlite")
     base_url = sim.start()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_NOTIFY_API", json.dumps({"conn_type": "http", "host": base_url, "password": sim.api_key})
-    )
+    notify_conn = {"conn_type": "http", "host": base_url, "password": sim.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_NOTIFY_API", json.dumps(notify_conn))
     yield sim
     sim.stop()
 

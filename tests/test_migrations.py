@@ -60,7 +60,8 @@ def test_existing_app_tables_are_extended_not_replaced(empty_database_dsn):
         )
         conn.execute(
             """INSERT INTO mailtrace.notification_event VALUES
-               ('e1', 'registration', 'STR-1', 'NOC', 'a@example.gov', 'gc_notify', 'ref', NULL, now(), 'SENT')"""
+               ('e1', 'registration', 'STR-1', 'NOC', 'a@example.gov', 'gc_notify', 'ref', NULL,
+                now(), 'SENT')"""
         )
         conn.commit()
         apply_migrations(conn)
