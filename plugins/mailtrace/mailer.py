@@ -1,0 +1,82 @@
+"""Send multipart (plain text + HTML) email with attachments through the `smtp_default` connection."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import make_msgid
+
+from mailtrace.privacy import mask_email
+
+log = logging.getLogger(__name__)
+
+SMTP_CONN_ID = "smtp_default"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: bytes
+    mime_type: str = "text/csv"
+
+
+def _single_line(value: str, field: str) -> str:
+    """Refuse CR/LF in header values: a newline would let data inject extra headers."""
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{field} must be a single line")
+    return value
+
+
+def build_message(
+    *,
+    sender: str,
+    to: list[str],
+    subject: str,
+    text: str,
+    html: str | None = None,
+    attachments: tuple[Attachment, ...] = (),
+) -> EmailMessage:
+    if not to:
+        raise ValueError("no recipients")
+    message = EmailMessage()
+    message["From"] = _single_line(sender, "sender")
+    message["To"] = ", ".join(_single_line(address, "recipient") for address in to)
+    message["Subject"] = _single_line(subject, "subject")
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message.set_content(text)
+    if html is not None:
+        message.add_alternative(html, subtype="html")
+    for attachment in attachments:
+        maintype, _, subtype = attachment.mime_type.partition("/")
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return message
+
+
+def send_email(
+    *,
+    to: list[str],
+    subject: str,
+    text: str,
+    html: str | None = None,
+    attachments: tuple[Attachment, ...] = (),
+    conn_id: str = SMTP_CONN_ID,
+) -> str:
+    """Send one message to `to` and return its Message-ID."""
+    from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+    with SmtpHook(smtp_conn_id=conn_id) as hook:
+        message = build_message(
+            sender=hook.from_email or "mailtrace@localhost",
+            to=to,
+            subject=subject,
+            text=text,
+            html=html,
+            attachments=attachments,
+        )
+        # SmtpHook only builds HTML-only messages itself; its connected client sends ours as is.
+        hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
+    log.info("sent %r to %s", subject, ", ".join(mask_email(a) for a in to))
+    return message["Message-ID"]
