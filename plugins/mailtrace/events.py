@@ -1,0 +1,58 @@
+"""The normalised provider observation every provider module produces and the loader stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+DELIVERY_STATUSES = (
+    "pending",
+    "delivered",
+    "permanent_failure",
+    "temporary_failure",
+    "technical_failure",
+    "complaint",
+    "not_at_provider",
+    "send_failed",
+)
+FAILURE_REASONS = (
+    "invalid_address",
+    "suppressed",
+    "mailbox_full",
+    "content_rejected",
+    "no_receipt",
+    "provider_error",
+    "unknown",
+)
+FINAL_STATUSES = frozenset(DELIVERY_STATUSES) - {"pending"}
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One status a provider reported for one recipient of one message (a row of provider_event).
+
+    `delivery_status` is None when `raw_status` is not a value we know: the row is still stored,
+    so nothing is lost, and reconcile leaves it out of the verdict until someone maps it.
+    """
+
+    provider: str
+    provider_reference: str
+    raw_status: str
+    delivery_status: str | None
+    event_at: datetime
+    source: str
+    recipient_email: str = ""
+    client_reference: str | None = None
+    failure_reason: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self):
+        if self.delivery_status is not None and self.delivery_status not in DELIVERY_STATUSES:
+            raise ValueError(f"not a contract delivery_status: {self.delivery_status!r}")
+        if self.failure_reason is not None and self.failure_reason not in FAILURE_REASONS:
+            raise ValueError(f"not a contract failure_reason: {self.failure_reason!r}")
+        if self.event_at.tzinfo is None:
+            raise ValueError("event_at must be timezone-aware")
+
+
+PROVIDER_EVENT_COLUMNS = tuple(f.name for f in fields(ProviderEvent))
