@@ -192,7 +192,10 @@ class NotifySimulator:
         server.daemon_threads = True
         server.simulator = self  # type: ignore[attr-defined]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="notify-sim", daemon=True)
+        # A short poll interval keeps stop() (and so every test using the simulator) quick.
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="notify-sim", daemon=True
+        )
         self._thread.start()
         log.info("Notify simulator serving on %s (service %s)", self.base_url, self.service_id)
         return self.base_url  # type: ignore[return-value]
