@@ -1,0 +1,165 @@
+"""Extract delivery statuses from GC Notify into the provider history.
+
+Notify's list endpoint has no "updated since" filter and keeps about seven days, so two paths
+together see every status change:
+
+* the list walk reads pages newest first until it passes the watermark minus an overlap (the
+  overlap re-reads notifications whose status may have changed since the last walk);
+* the id look-up asks for each logged event that is still pending or unknown and older than
+  what the list walk covers, while Notify still keeps it. A look-up that finds nothing is the
+  evidence reconcile needs for `not_at_provider`.
+
+Both stream: a page is mapped and handed to the loader, which commits in chunks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from mailtrace.events import ProviderEvent
+from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
+from mailtrace.paths import read_sql
+from mailtrace.providers.gc_notify import PROVIDER, NotifyClient, parse_timestamp, to_provider_event
+from mailtrace.warehouse import EXTRACT_LOCK_BASE, get_state
+
+log = logging.getLogger(__name__)
+
+WATERMARK_STATE = "gc_notify_list_watermark"
+DEFAULT_OVERLAP = timedelta(hours=2)
+DEFAULT_INITIAL_LOOKBACK = timedelta(days=7)
+DEFAULT_RETENTION = timedelta(days=7)
+
+
+class _ListWalk:
+    """Iterates mapped events from the list pages; remembers the newest created_at it saw."""
+
+    def __init__(self, client: NotifyClient, stop_before: datetime):
+        self.client = client
+        self.stop_before = stop_before
+        self.newest_created_at: datetime | None = None
+        self.pages = 0
+        self.notifications = 0
+
+    def __iter__(self) -> Iterator[ProviderEvent]:
+        for page in self.client.iter_pages():
+            self.pages += 1
+            reached_stop = False
+            for notification in page:
+                created_at = parse_timestamp(notification.get("created_at"))
+                if created_at is not None:
+                    if self.newest_created_at is None or created_at > self.newest_created_at:
+                        self.newest_created_at = created_at
+                    if created_at < self.stop_before:
+                        reached_stop = True
+                        continue
+                self.notifications += 1
+                yield to_provider_event(notification, source="notify_list")
+            if reached_stop:
+                return
+
+
+def _watermark_state(walk: _ListWalk, previous: datetime | None) -> dict[str, str]:
+    """The watermark to commit once the walk is complete: the newest created_at ever seen."""
+    candidates = [t for t in (walk.newest_created_at, previous) if t is not None]
+    return {WATERMARK_STATE: max(candidates).isoformat()} if candidates else {}
+
+
+def extract_list(
+    conn: psycopg.Connection,
+    client: NotifyClient,
+    *,
+    now: datetime | None = None,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    initial_lookback: timedelta = DEFAULT_INITIAL_LOOKBACK,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> dict:
+    """Walk the list endpoint back to (watermark - overlap) and load what it reports.
+
+    The new watermark (newest created_at seen) commits with the last loaded chunk; if the walk
+    fails part-way, chunks already committed stay (re-loading them later adds nothing) and the
+    watermark stays where it was, so the next run walks the same ground again.
+    """
+    now = now or datetime.now(UTC)
+    with conn.transaction():
+        # Two extract runs at once would only do the same work twice, but refuse it clearly.
+        (locked,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (EXTRACT_LOCK_BASE,)).fetchone()
+    if not locked:
+        raise RuntimeError("another Notify extract is running against this warehouse")
+    try:
+        stored = get_state(conn, WATERMARK_STATE)
+        conn.commit()
+        watermark = datetime.fromisoformat(stored) if stored else None
+        stop_before = (watermark - overlap) if watermark else (now - initial_lookback)
+        walk = _ListWalk(client, stop_before)
+        inserted = load_provider_events(
+            conn, walk, state=lambda: _watermark_state(walk, watermark), chunk_rows=chunk_rows
+        )
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (EXTRACT_LOCK_BASE,))
+        conn.commit()
+    new_watermark = _watermark_state(walk, watermark).get(WATERMARK_STATE)
+    result = {
+        "pages": walk.pages,
+        "notifications": walk.notifications,
+        "inserted": inserted,
+        "stop_before": stop_before.isoformat(),
+        "watermark": new_watermark,
+        "retries": client.retries,
+    }
+    log.info("notify list extract: %s", result)
+    return result
+
+
+def lookup_open_events(
+    conn: psycopg.Connection,
+    client: NotifyClient,
+    *,
+    now: datetime | None = None,
+    grace: timedelta = DEFAULT_OVERLAP,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    retention: timedelta = DEFAULT_RETENTION,
+    max_lookups: int = 500,
+) -> dict:
+    """Look up by id the events the list walk no longer covers and that still lack a final verdict.
+
+    Oldest-checked first, so with more candidates than `max_lookups` every event gets its turn.
+    """
+    now = now or datetime.now(UTC)
+    stored = get_state(conn, WATERMARK_STATE)
+    list_covers_from = (datetime.fromisoformat(stored) - overlap) if stored else now
+    candidates = conn.execute(
+        read_sql("notify_lookup_candidates.sql"),
+        {
+            "provider": PROVIDER,
+            "list_covers_from": list_covers_from,
+            "unconfirmed_before": now - grace,
+            "retained_since": now - retention,
+            "limit": max_lookups,
+        },
+    ).fetchall()
+    conn.commit()
+    events: list[ProviderEvent] = []
+    checked_ids: list[str] = []
+    found_flags: list[bool] = []
+    for event_id, provider_reference, client_reference in candidates:
+        if provider_reference:
+            notification = client.get_notification(provider_reference)
+            found = [notification] if notification else []
+        else:
+            found = client.find_by_reference(client_reference)
+        events.extend(to_provider_event(n, source="notify_lookup") for n in found)
+        checked_ids.append(event_id)
+        found_flags.append(bool(found))
+    inserted = load_provider_events(conn, events)
+    with conn.transaction():
+        conn.execute(
+            read_sql("notify_record_lookups.sql"),
+            {"event_ids": checked_ids, "found": found_flags, "checked_at": now},
+        )
+    result = {"checked": len(checked_ids), "missing": found_flags.count(False), "inserted": inserted}
+    log.info("notify id look-ups: %s", result)
+    return result
