@@ -1,0 +1,242 @@
+"""Drain the SES event queue (SNS -> SQS) into the warehouse without losing or doubling anything.
+
+SQS delivers at least once and forgets a message once it is deleted, so each batch goes through
+the same fixed order:
+
+1. receive up to 10 messages (long poll; they stay invisible to others for `visibility_timeout`);
+2. parse every body; a body that cannot be parsed is poison, not a reason to stop;
+3. archive the raw bodies to S3 as NDJSON (SSE AES256) under a key derived from the batch's
+   message ids, so a repeated batch overwrites its own object;
+4. commit the poison messages to `mailtrace.ses_dead_letter` and the observations to
+   `mailtrace.provider_event` (both idempotent on their keys);
+5. only then delete the batch from the queue.
+
+A crash anywhere before step 5 leaves the messages in the queue; they reappear after the
+visibility timeout and the next run stores nothing new and deletes them. Addresses are masked in
+logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from mailtrace.load import load_provider_events
+from mailtrace.privacy import mask_email
+from mailtrace.providers.ses import UnparseableMessage, parse_sqs_body
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_PREFIX = "ses-raw"
+SQS_MAX_BATCH = 10
+DEFAULT_MAX_BATCHES = 100
+DEFAULT_WAIT_SECONDS = 10
+# Long enough to archive, load and commit a batch of 10; a slower batch just reappears and is
+# stored again as a no-op.
+DEFAULT_VISIBILITY_TIMEOUT = 300
+
+_INSERT_DEAD_LETTER = """
+INSERT INTO mailtrace.ses_dead_letter (message_id, body, error, received_at)
+VALUES (%(message_id)s, %(body)s, %(error)s, %(received_at)s)
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    """One received SQS message: what we store, and the handle that deletes it."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    first_received_at: datetime
+
+    @classmethod
+    def from_sqs(cls, message: dict[str, Any], received_at: datetime) -> QueueMessage:
+        attributes = message.get("Attributes") or {}
+        first_receive_ms = attributes.get("ApproximateFirstReceiveTimestamp")
+        first_received_at = (
+            datetime.fromtimestamp(int(first_receive_ms) / 1000, tz=UTC) if first_receive_ms else received_at
+        )
+        return cls(
+            message["MessageId"], message["ReceiptHandle"], message.get("Body") or "", first_received_at
+        )
+
+
+def archive_key(messages: list[QueueMessage]) -> str:
+    """`ses-raw/<YYYY>/<MM>/<DD>/<batch-id>.ndjson`, dated by the batch's first receive time.
+
+    Both parts depend only on the messages (SQS keeps the first-receive time across redeliveries),
+    so processing the same batch again rewrites the same object instead of adding a copy.
+    """
+    first = min(message.first_received_at for message in messages)
+    ids = "\n".join(sorted(message.message_id for message in messages))
+    batch_id = hashlib.sha256(ids.encode("utf-8")).hexdigest()[:32]
+    return f"{ARCHIVE_PREFIX}/{first:%Y/%m/%d}/{batch_id}.ndjson"
+
+
+def archive_lines(messages: list[QueueMessage]) -> str:
+    """One JSON object per message, the body exactly as received (poison included), for replay."""
+    lines = [
+        json.dumps(
+            {
+                "sqs_message_id": message.message_id,
+                "first_received_at": message.first_received_at.isoformat(),
+                "body": message.body,
+            },
+            ensure_ascii=False,
+        )
+        for message in sorted(messages, key=lambda m: m.message_id)
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def store_batch(conn: psycopg.Connection, s3_hook: Any, bucket: str, messages: list[QueueMessage]) -> dict:
+    """Archive, dead-letter and load one batch, committing everything; never deletes from the queue."""
+    events = []
+    poison = []
+    for message in messages:
+        try:
+            events.extend(parse_sqs_body(message.body))
+        except UnparseableMessage as error:
+            poison.append((message, str(error)))
+            log.warning("SQS message %s is unparseable, dead-lettered: %s", message.message_id, error)
+
+    key = archive_key(messages)
+    s3_hook.load_string(archive_lines(messages), key=key, bucket_name=bucket, replace=True, encrypt=True)
+
+    dead_lettered = 0
+    if poison:
+        with conn.transaction():
+            with conn.cursor() as cur:
+                for message, error in poison:
+                    cur.execute(
+                        _INSERT_DEAD_LETTER,
+                        {
+                            "message_id": message.message_id,
+                            "body": message.body,
+                            "error": error,
+                            "received_at": message.first_received_at,
+                        },
+                    )
+                    dead_lettered += cur.rowcount
+    inserted = load_provider_events(conn, events) if events else 0
+
+    for event in events:
+        if event.delivery_status not in ("pending", "delivered"):
+            log.info(
+                "SES %s for %s (message %s)",
+                event.raw_status,
+                mask_email(event.recipient_email),
+                event.provider_reference,
+            )
+    statuses = Counter(str(event.delivery_status) for event in events)
+    log.info(
+        "batch %s: %d events %s, %d new, %d dead-lettered",
+        key,
+        len(events),
+        dict(statuses),
+        inserted,
+        len(poison),
+    )
+    return {
+        "events": len(events),
+        "inserted": inserted,
+        "poison": len(poison),
+        "dead_lettered": dead_lettered,
+    }
+
+
+def delete_batch(sqs_client: Any, queue_url: str, messages: list[QueueMessage]) -> tuple[int, int]:
+    """Delete the batch from the queue; return (deleted, failed).
+
+    A failed delete is logged, not raised: the message comes back and is stored again as a no-op.
+    """
+    entries = [{"Id": str(index), "ReceiptHandle": m.receipt_handle} for index, m in enumerate(messages)]
+    response = sqs_client.delete_message_batch(QueueUrl=queue_url, Entries=entries)
+    failed = response.get("Failed") or []
+    for failure in failed:
+        log.warning("could not delete SQS message (entry %s): %s", failure.get("Id"), failure.get("Message"))
+    return len(response.get("Successful") or []), len(failed)
+
+
+def _receive(
+    sqs_client: Any, queue_url: str, *, batch_size: int, wait_seconds: int, visibility_timeout: int
+) -> list[QueueMessage]:
+    response = sqs_client.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=batch_size,
+        WaitTimeSeconds=wait_seconds,
+        VisibilityTimeout=visibility_timeout,
+        MessageSystemAttributeNames=["ApproximateFirstReceiveTimestamp"],
+    )
+    received_at = datetime.now(UTC)
+    unique = {}
+    for message in response.get("Messages") or []:
+        unique.setdefault(message["MessageId"], QueueMessage.from_sqs(message, received_at))
+    return list(unique.values())
+
+
+def drain_queue(
+    conn: psycopg.Connection,
+    *,
+    queue_url: str,
+    bucket: str,
+    aws_conn_id: str = "aws_default",
+    batch_size: int = SQS_MAX_BATCH,
+    max_batches: int = DEFAULT_MAX_BATCHES,
+    wait_seconds: int = DEFAULT_WAIT_SECONDS,
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT,
+) -> dict[str, int]:
+    """Drain up to `max_batches` batches (stopping early when the queue is empty); return counts.
+
+    `conn` must not be inside a transaction: every batch commits its rows before its messages are
+    deleted, and a commit nested in the caller's transaction would only be a savepoint.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    if not 1 <= batch_size <= SQS_MAX_BATCH:
+        raise ValueError(f"batch_size must be 1..{SQS_MAX_BATCH} (the SQS limit), got {batch_size}")
+    if max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise ValueError("drain_queue needs a connection outside any transaction (it commits per batch)")
+
+    sqs_client = SqsHook(aws_conn_id=aws_conn_id).conn
+    s3_hook = S3Hook(aws_conn_id=aws_conn_id)
+    totals = Counter(
+        batches=0, messages=0, events=0, inserted=0, poison=0, dead_lettered=0, deleted=0, delete_failed=0
+    )
+    for _ in range(max_batches):
+        messages = _receive(
+            sqs_client,
+            queue_url,
+            batch_size=batch_size,
+            wait_seconds=wait_seconds,
+            visibility_timeout=visibility_timeout,
+        )
+        if not messages:
+            break
+        stored = store_batch(conn, s3_hook, bucket, messages)
+        deleted, failed = delete_batch(sqs_client, queue_url, messages)
+        totals.update(
+            batches=1,
+            messages=len(messages),
+            events=stored["events"],
+            inserted=stored["inserted"],
+            poison=stored["poison"],
+            dead_lettered=stored["dead_lettered"],
+            deleted=deleted,
+            delete_failed=failed,
+        )
+    summary = dict(totals)
+    log.info("SES queue drained: %s", summary)
+    return summary
