@@ -18,7 +18,7 @@ import psycopg
 
 from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.paths import read_sql
-from mailtrace.warehouse import LOAD_LOCK, set_state
+from mailtrace.warehouse import LOAD_LOCK, require_no_open_transaction, set_state
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def load_provider_events(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> int:
     """Store every observation in `events`; return how many were new. `state` commits with the last chunk."""
+    require_no_open_transaction(conn, "load_provider_events")
     iterator = iter(events)
     inserted = 0
     chunk = list(itertools.islice(iterator, chunk_rows))

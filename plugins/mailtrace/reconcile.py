@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from mailtrace.paths import SQL_DIR
-from mailtrace.warehouse import LOAD_LOCK, get_state, set_state
+from mailtrace.warehouse import LOAD_LOCK, get_state, require_no_open_transaction, set_state
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def reconcile(
     now: datetime | None = None,
 ) -> dict[str, int]:
     """Bring `delivery_status` & co. up to date; return counts of what was done."""
+    require_no_open_transaction(conn, "reconcile")
     now = now or datetime.now(UTC)
     counts: dict[str, int] = {}
     with conn.transaction():

@@ -109,6 +109,16 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
     return applied_now
 
 
+def require_no_open_transaction(conn: psycopg.Connection, operation: str) -> None:
+    """Refuse to run inside a caller's open transaction.
+
+    These operations commit their own work (and hold transaction-scoped locks); nested in an
+    outer transaction they would silently become savepoints and commit nothing.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        raise RuntimeError(f"{operation} needs a connection with no open transaction: commit first")
+
+
 def get_state(conn: psycopg.Connection, name: str) -> str | None:
     row = conn.execute("SELECT value FROM mailtrace.pipeline_state WHERE name = %s", (name,)).fetchone()
     return row[0] if row else None

@@ -53,27 +53,32 @@ _SUBTYPE_REASONS = {
     "attachment-rejected": "content_rejected",
     "attachmentrejected": "content_rejected",
 }
-# When no subtype is given, the free-text description still tells the reason (checked in order).
+# GC Notify's v2 API does not return the bounce subtype; its `status_description` label
+# ("No such address", "Blocked", "Content or inbox issue", …) and `provider_response` text carry
+# the reason instead. Checked in order; the first keyword found wins.
 _DETAIL_KEYWORDS = (
     ("suppression", "suppressed"),
     ("suppressed", "suppressed"),
+    ("blocked", "suppressed"),
     ("mailbox full", "mailbox_full"),
     ("inbox full", "mailbox_full"),
-    ("mailbox-full", "mailbox_full"),
     ("no receipt", "no_receipt"),
+    ("no such address", "invalid_address"),
     ("does not exist", "invalid_address"),
     ("doesn't exist", "invalid_address"),
-    ("no such", "invalid_address"),
     ("unknown user", "invalid_address"),
-    ("content", "content_rejected"),
+    ("content rejected", "content_rejected"),
     ("too large", "content_rejected"),
     ("attachment", "content_rejected"),
     ("virus", "content_rejected"),
+    ("protected a", "content_rejected"),
 )
-# What Notify's own documentation says each failure status means, when nothing more specific is known.
+# What Notify's documentation says each failure status means when nothing more specific is known:
+# permanent = the address is wrong; temporary = the inbox is full (or an anti-spam filter refused
+# it, which Notify does not tell apart); technical = a problem on Notify's side.
 _DEFAULT_REASONS = {
     "permanent_failure": "invalid_address",
-    "temporary_failure": "unknown",
+    "temporary_failure": "mailbox_full",
     "technical_failure": "provider_error",
 }
 
@@ -170,7 +175,7 @@ def _older_than_from_next_link(links: dict[str, Any] | None) -> str | None:
         return None
     values = parse_qs(urlsplit(next_url).query).get("older_than")
     if not values:
-        raise NotifyApiError(f"links.next has no older_than parameter: {next_url}")
+        raise PaginationLoopError(f"links.next points back at the first page: {next_url}")
     return values[0]
 
 
