@@ -1,0 +1,90 @@
+"""Task entry points of the delivery-status DAGs: read settings, open connections, call the logic.
+
+Kept apart from the logic modules so those stay plain functions of (connection, client, values)
+that tests call directly, while DAG files stay a table of contents.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from mailtrace.settings import get_email_list, get_setting
+from mailtrace.warehouse import apply_migrations, connect
+
+log = logging.getLogger(__name__)
+
+
+def _grace() -> timedelta:
+    return timedelta(minutes=float(get_setting("not_at_provider_grace_minutes", 120)))
+
+
+def run_migrations() -> list[str]:
+    with connect() as conn:
+        return apply_migrations(conn)
+
+
+def run_notify_list_extract() -> dict:
+    from mailtrace.notify_extract import extract_list
+    from mailtrace.providers.gc_notify import NotifyClient
+
+    with connect() as conn:
+        return extract_list(
+            conn,
+            NotifyClient.from_connection(),
+            overlap=timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120))),
+            initial_lookback=timedelta(days=float(get_setting("notify_initial_lookback_days", 7))),
+        )
+
+
+def run_notify_lookups() -> dict:
+    from mailtrace.notify_extract import lookup_open_events
+    from mailtrace.providers.gc_notify import NotifyClient
+
+    with connect() as conn:
+        return lookup_open_events(
+            conn,
+            NotifyClient.from_connection(),
+            grace=_grace(),
+            overlap=timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120))),
+            max_lookups=int(get_setting("notify_max_lookups_per_run", 500)),
+        )
+
+
+def run_reconcile() -> dict:
+    from mailtrace.reconcile import reconcile
+
+    with connect() as conn:
+        return reconcile(conn, grace=_grace())
+
+
+def run_flag_update() -> dict:
+    from mailtrace.flags import update_flags
+
+    threshold = get_setting("soft_failure_flag_threshold", None)
+    with connect() as conn:
+        return update_flags(conn, soft_failure_threshold=int(threshold) if threshold else None)
+
+
+def run_deliverability_check() -> dict:
+    """Fail (after emailing `mailtrace_alert_emails`) when a threshold is breached."""
+    from mailtrace.mailer import send_email
+    from mailtrace.monitoring import DeliverabilityAlert, Thresholds, alert_text, check_deliverability
+
+    thresholds = Thresholds(
+        delivery_rate_floor=float(get_setting("alert_delivery_rate_floor", 0.90)),
+        not_at_provider_max=int(get_setting("alert_not_at_provider_max", 10)),
+        min_sample=int(get_setting("alert_min_sample", 20)),
+        grace=_grace(),
+    )
+    with connect() as conn:
+        result = check_deliverability(conn, thresholds)
+    if not result["problems"]:
+        return result
+    message = alert_text(result)
+    recipients = get_email_list("alert_emails")
+    if recipients:
+        send_email(to=recipients, subject="mailtrace: email delivery needs attention", text=message)
+    else:
+        log.warning("no Variable mailtrace_alert_emails: alert not emailed")
+    raise DeliverabilityAlert(message)

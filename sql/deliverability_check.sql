@@ -1,0 +1,11 @@
+-- Health of the last day of sends that are old enough to have a verdict (sent before now - grace).
+SELECT count(*)                                                                          AS sent,
+       count(*) FILTER (WHERE delivery_status = 'delivered')                             AS delivered,
+       count(*) FILTER (WHERE delivery_status IS NOT NULL AND delivery_status <> 'pending') AS final,
+       count(*) FILTER (WHERE delivery_status = 'not_at_provider')                       AS not_at_provider,
+       count(*) FILTER (WHERE local_status = 'SENT' AND delivery_status IS NULL)         AS without_receipt,
+       count(*) FILTER (WHERE local_status = 'SENT')                                     AS sent_ok
+FROM mailtrace.notification_event
+WHERE sent_at >= %(window_start)s
+  AND sent_at < %(window_end)s
+  AND local_status <> 'QUEUED'
