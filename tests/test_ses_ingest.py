@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import ses_payloads as payloads
@@ -292,3 +292,24 @@ def test_refuses_a_connection_inside_a_transaction(warehouse_conn, aws, s3_bucke
 def test_rejects_out_of_range_limits(warehouse_conn, aws, s3_bucket, queue_url, batch_size, max_batches):
     with pytest.raises(ValueError):
         drain(warehouse_conn, queue_url, s3_bucket, batch_size=batch_size, max_batches=max_batches)
+
+
+def test_configured_drain_reads_variables(warehouse_conn, aws, s3_bucket, queue_url, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_QUEUE_URL", queue_url)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    enqueue(aws, queue_url, payloads.sns_envelope(payloads.delivery("msg-v", ["ann@example.com"])))
+    result = ses_ingest.drain_configured_queue()
+    assert result["inserted"] == 1 and result["deleted"] == 1
+    assert len(provider_events(warehouse_conn)) == 1
+
+
+def test_dag_wiring():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=os.path.join(REPO_ROOT, "dags", "mailtrace_ses_events.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["mailtrace_ses_events"]
+    assert dag.timetable.delta == timedelta(minutes=10)
+    assert dag.max_active_runs == 1 and dag.catchup is False
+    assert dag.tags and dag.default_args["owner"] and dag.default_args["retries"]
+    assert dag.get_task("reconcile_verdicts").upstream_task_ids == {"drain_ses_queue"}

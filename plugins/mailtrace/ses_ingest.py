@@ -240,3 +240,22 @@ def drain_queue(
     summary = dict(totals)
     log.info("SES queue drained: %s", summary)
     return summary
+
+
+def drain_configured_queue(aws_conn_id: str = "aws_default") -> dict[str, int]:
+    """The DAG's task: drain the queue named by the deployment's Variables into the warehouse.
+
+    Variables: `mailtrace_ses_queue_url` (required), `mailtrace_report_bucket` (the raw archive's
+    bucket), `mailtrace_ses_max_batches` (optional, default 100 batches of 10 per run).
+    """
+    from mailtrace.settings import get_setting
+    from mailtrace.warehouse import apply_migrations, connect
+
+    queue_url = get_setting("ses_queue_url")
+    bucket = get_setting("report_bucket")
+    max_batches = int(get_setting("ses_max_batches", DEFAULT_MAX_BATCHES))
+    with connect() as conn:
+        apply_migrations(conn)
+        return drain_queue(
+            conn, queue_url=queue_url, bucket=bucket, aws_conn_id=aws_conn_id, max_batches=max_batches
+        )

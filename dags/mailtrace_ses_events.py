@@ -1,0 +1,52 @@
+"""
+### mailtrace_ses_events
+
+Every 10 minutes drains the Amazon SES event queue (SES -> SNS -> SQS, connection `aws_default`, queue URL
+in Variable `mailtrace_ses_queue_url`) into `mailtrace.provider_event`, then reconciles the verdicts on
+`mailtrace.notification_event` (grace for not_at_provider: `mailtrace_not_at_provider_grace_minutes`).
+
+Accepts SNS-enveloped and raw-delivered messages, configuration-set events (`eventType`) and identity
+notifications (`notificationType`). Each batch of 10 is archived as NDJSON to
+`s3://<mailtrace_report_bucket>/ses-raw/<YYYY>/<MM>/<DD>/<batch-id>.ndjson`, loaded, and only then deleted
+from the queue; unparseable messages go to `mailtrace.ses_dead_letter` and are deleted. A failed or killed
+run leaves its messages in the queue and the next run stores them again as a no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from airflow.sdk import dag, task
+
+from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    schedule=timedelta(minutes=10),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(minutes=30),
+    default_args=DEFAULT_ARGS,
+    tags=["mailtrace", "ses", "delivery-status"],
+    doc_md=__doc__,
+)
+def mailtrace_ses_events():
+    @task
+    def drain_ses_queue() -> dict:
+        """Queue -> S3 archive + provider_event/dead letters -> delete; returns counts."""
+        from mailtrace.ses_ingest import drain_configured_queue
+
+        return drain_configured_queue()
+
+    @task
+    def reconcile_verdicts() -> dict:
+        """Apply the new provider history to notification_event (all providers, incremental)."""
+        from mailtrace.pipeline import run_reconcile
+
+        return run_reconcile()
+
+    drain_ses_queue() >> reconcile_verdicts()
+
+
+mailtrace_ses_events()
