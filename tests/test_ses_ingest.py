@@ -313,3 +313,23 @@ def test_dag_wiring():
     assert dag.max_active_runs == 1 and dag.catchup is False
     assert dag.tags and dag.default_args["owner"] and dag.default_args["retries"]
     assert dag.get_task("reconcile_verdicts").upstream_task_ids == {"drain_ses_queue"}
+
+
+def test_archive_replays_into_an_empty_warehouse(warehouse_conn, aws, s3_bucket, queue_url):
+    enqueue(
+        aws,
+        queue_url,
+        payloads.sns_envelope(payloads.delivery("msg-r1", ["ann@example.com"])),
+        payloads.raw(payloads.bounce("msg-r2", ["bob@example.com", "cy@example.com"])),
+        "poison",
+    )
+    drain(warehouse_conn, queue_url, s3_bucket)
+    original = provider_events(warehouse_conn)
+    warehouse_conn.execute("DELETE FROM mailtrace.provider_event")
+    warehouse_conn.commit()
+
+    replayed = ses_ingest.replay_archive(warehouse_conn, bucket=s3_bucket)
+
+    assert replayed == {"objects": 1, "messages": 3, "events": 3, "inserted": 3, "unparseable": 1}
+    assert provider_events(warehouse_conn) == original
+    assert ses_ingest.replay_archive(warehouse_conn, bucket=s3_bucket)["inserted"] == 0

@@ -242,6 +242,38 @@ def drain_queue(
     return summary
 
 
+def replay_archive(
+    conn: psycopg.Connection,
+    *,
+    bucket: str,
+    prefix: str = f"{ARCHIVE_PREFIX}/",
+    aws_conn_id: str = "aws_default",
+) -> dict[str, int]:
+    """Parse and load every archived body under `prefix` again (e.g. after a mapping fix).
+
+    Idempotent like the drain: observations already stored add nothing. Bodies that still do not
+    parse are counted, not raised: they are already in `ses_dead_letter`.
+    """
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    s3_hook = S3Hook(aws_conn_id=aws_conn_id)
+    totals = Counter(objects=0, messages=0, events=0, inserted=0, unparseable=0)
+    for key in s3_hook.list_keys(bucket_name=bucket, prefix=prefix):
+        events = []
+        for line in s3_hook.read_key(key, bucket_name=bucket).splitlines():
+            totals["messages"] += 1
+            try:
+                events.extend(parse_sqs_body(json.loads(line)["body"]))
+            except UnparseableMessage:
+                totals["unparseable"] += 1
+        totals.update(
+            objects=1, events=len(events), inserted=load_provider_events(conn, events) if events else 0
+        )
+    summary = dict(totals)
+    log.info("SES archive replayed: %s", summary)
+    return summary
+
+
 def drain_configured_queue(aws_conn_id: str = "aws_default") -> dict[str, int]:
     """The DAG's task: drain the queue named by the deployment's Variables into the warehouse.
 
