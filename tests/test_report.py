@@ -1,0 +1,501 @@
+"""The weekly failed-notification report: CSV in S3 (moto), summary email (aiosmtpd), manifest in Postgres."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import tracemalloc
+import urllib.request
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailtrace import report
+from mailtrace.report import (
+    ReportPeriodError,
+    adhoc_period,
+    build_for_run,
+    build_report,
+    email_report,
+    neutralise_cell,
+    resolve_period,
+    weekly_period,
+    write_report_csv,
+)
+
+VANCOUVER = ZoneInfo("America/Vancouver")
+# The scheduled run of Monday 2026-01-12 06:00 local reports ISO week 2026-W02 (Mon 5 to Sun 11 January).
+LOGICAL_DATE = datetime(2026, 1, 12, 6, 0, tzinfo=VANCOUVER)
+WEEK = weekly_period(LOGICAL_DATE, "America/Vancouver")
+HEADER = (
+    "date_sent,notification_type,delivery_status,failure_reason,registration_number,subject_type,"
+    "recipient_email,event_id,provider_reference,delivery_detail"
+)
+
+
+def local(*args) -> datetime:
+    return datetime(*args, tzinfo=VANCOUVER)
+
+
+def insert_event(conn, event_id, sent_at, status="permanent_failure", reason="invalid_address", **fields):
+    row = {
+        "event_id": event_id,
+        "subject_type": "registration",
+        "subject_id": f"R-{event_id}",
+        "notification_type": "NOC",
+        "recipient_email": f"{event_id}@example.com",
+        "provider": "gc_notify",
+        "provider_reference": f"ref-{event_id}",
+        "sent_at": sent_at,
+        "local_status": "SENT",
+        "delivery_status": status,
+        "failure_reason": reason,
+        "delivery_detail": "bounced",
+        **fields,
+    }
+    conn.execute(
+        f"INSERT INTO mailtrace.notification_event ({', '.join(row)}) "
+        f"VALUES ({', '.join('%(' + name + ')s' for name in row)})",
+        row,
+    )
+    conn.commit()
+
+
+def insert_flag(conn, email, action, happened_at, subject_id="R-1", reason="invalid_address"):
+    conn.execute(
+        """INSERT INTO mailtrace.flag_history
+               (subject_type, subject_id, email, action, failure_reason, cause, happened_at)
+           VALUES ('registration', %s, %s, %s, %s, 'test', %s)""",
+        (subject_id, email, action, reason, happened_at),
+    )
+    conn.commit()
+
+
+def s3_bytes(aws, bucket, key) -> bytes:
+    return aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def csv_rows(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+
+
+def manifest_rows(conn):
+    return conn.execute(
+        "SELECT s3_key, row_count, checksum_sha256, sent_at, delivery, recipients, sent_run_id "
+        "FROM mailtrace.report_manifest ORDER BY id"
+    ).fetchall()
+
+
+@pytest.fixture
+def examiners(monkeypatch):
+    addresses = ["examiner.one@example.gov", "examiner.two@example.gov"]
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_EXAMINER_EMAILS", json.dumps(addresses))
+    return addresses
+
+
+# ---------------------------------------------------------------------------------------------- periods
+
+
+def test_weekly_period_is_the_iso_week_just_ended_in_local_time():
+    assert (WEEK.first_day, WEEK.last_day) == (date(2026, 1, 5), date(2026, 1, 11))
+    assert WEEK.start == datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # local midnight, PST = UTC-8
+    assert WEEK.end == datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
+    assert WEEK.s3_key == "failed-notifications/2026-W02.csv"
+    # A manual run mid-week reports the last complete week, not the running one.
+    assert weekly_period(local(2026, 1, 14, 15, 0), "America/Vancouver") == WEEK
+    # Late Sunday in Vancouver is already Monday in UTC, and still in the week that Sunday ends.
+    assert weekly_period(datetime(2026, 1, 12, 7, 59, tzinfo=UTC), "America/Vancouver").label == "2026-W01"
+
+
+def test_weekly_period_across_dst_and_iso_year_end():
+    dst_week = weekly_period(local(2026, 3, 9, 6, 0), "America/Vancouver")  # clocks moved forward 8 March
+    assert dst_week.start == datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    assert dst_week.end == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)
+    # 2026 has 53 ISO weeks: the week of 28 December 2026 to 3 January 2027 is 2026-W53.
+    assert weekly_period(local(2027, 1, 4, 6, 0), "America/Vancouver").s3_key == (
+        "failed-notifications/2026-W53.csv"
+    )
+    assert WEEK.previous().label == "2026-W01"
+
+
+def test_adhoc_period_includes_both_days_and_has_its_own_key():
+    period = resolve_period({"start": "2026-01-01", "end": "2026-01-31"}, LOGICAL_DATE, "America/Vancouver")
+    assert period.start == datetime(2026, 1, 1, 8, 0, tzinfo=UTC)
+    assert period.end == datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+    assert period.s3_key == "failed-notifications/adhoc/2026-01-01_2026-01-31.csv"
+    assert adhoc_period("2025-01-01", "2026-01-01").last_day == date(2026, 1, 1)  # 366 days is allowed
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-02-01", "2026-01-31", "end 2026-01-31 is before start 2026-02-01"),
+        ("2025-01-01", "2026-01-02", "367 days is longer than the maximum of 366"),
+        ("2026-13-01", "2026-01-31", "start must be a date like 2026-01-31, got '2026-13-01'"),
+        ("2026-01-01", "last tuesday", "end must be a date like"),
+        ("=cmd|' /C calc'!A0" * 20, "2026-01-31", "start must be a date like"),
+        ("2026-01-01", None, "needs both start and end"),
+        (None, "2026-01-31", "needs both start and end"),
+    ],
+)
+def test_bad_adhoc_range_is_refused_with_a_clear_error(start, end, message):
+    with pytest.raises(ReportPeriodError, match=re.escape(message)):
+        resolve_period({"start": start, "end": end}, LOGICAL_DATE, "America/Vancouver")
+
+
+def test_adhoc_date_with_a_time_is_refused():
+    with pytest.raises(ReportPeriodError, match="date without a time"):
+        adhoc_period(datetime(2026, 1, 1, 12, 0), date(2026, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------- the CSV
+
+
+def test_report_has_contract_columns_failed_rows_only_oldest_first(warehouse_conn, s3_bucket, aws):
+    conn = warehouse_conn
+    insert_event(conn, "e3", local(2026, 1, 7, 9, 0), "complaint", None, notification_type="APPROVAL")
+    insert_event(
+        conn, "e2", local(2026, 1, 6, 10, 15), "send_failed", "provider_error", provider_reference=None
+    )
+    insert_event(conn, "e1", local(2026, 1, 6, 10, 15), "temporary_failure", "mailbox_full")
+    for status in ("delivered", "pending", None):
+        insert_event(conn, f"ok-{status}", local(2026, 1, 8, 12, 0), status, None)
+    for status in report.FAILED_STATUSES[3:]:
+        insert_event(conn, f"x-{status}", local(2026, 1, 9, 12, 0), status, None)
+    insert_event(conn, "before", local(2026, 1, 4, 12, 0))
+
+    built = build_report(WEEK, bucket=s3_bucket)
+
+    data = s3_bytes(aws, s3_bucket, "failed-notifications/2026-W02.csv")
+    lines = data.decode("utf-8").split("\r\n")
+    assert lines[0] == HEADER
+    assert lines[1] == (
+        "2026-01-06T10:15:00-08:00,NOC,temporary_failure,mailbox_full,R-e1,registration,"
+        "e1@example.com,e1,ref-e1,bounced"
+    )
+    assert lines[2] == (
+        "2026-01-06T10:15:00-08:00,NOC,send_failed,provider_error,R-e2,registration,e2@example.com,e2,,bounced"
+    )
+    assert [row[7] for row in csv_rows(data)[1:]] == [
+        "e1",
+        "e2",
+        "e3",
+        "x-complaint",
+        "x-not_at_provider",
+        "x-send_failed",
+    ]
+    assert data.endswith(b"\r\n")
+    assert built["row_count"] == 6
+    assert built["checksum_sha256"] == hashlib.sha256(data).hexdigest()
+    head = aws.client("s3").head_object(Bucket=s3_bucket, Key=built["s3_key"])
+    assert head["ServerSideEncryption"] == "AES256"
+    ((key, row_count, checksum, sent_at, *_),) = manifest_rows(conn)
+    assert (key, row_count, checksum, sent_at) == (built["s3_key"], 6, built["checksum_sha256"], None)
+
+
+def test_week_boundaries_follow_local_midnight(warehouse_conn, s3_bucket, aws):
+    insert_event(warehouse_conn, "first-instant", local(2026, 1, 5, 0, 0))
+    insert_event(warehouse_conn, "sunday-2330", local(2026, 1, 11, 23, 30))  # Monday 07:30 UTC
+    insert_event(warehouse_conn, "monday-0030", local(2026, 1, 12, 0, 30))  # belongs to next week
+    insert_event(warehouse_conn, "sunday-before", local(2026, 1, 4, 23, 59, 59))
+
+    build_report(WEEK, bucket=s3_bucket)
+    build_report(weekly_period(local(2026, 1, 19, 6, 0), "America/Vancouver"), bucket=s3_bucket)
+
+    this_week = csv_rows(s3_bytes(aws, s3_bucket, "failed-notifications/2026-W02.csv"))
+    next_week = csv_rows(s3_bytes(aws, s3_bucket, "failed-notifications/2026-W03.csv"))
+    assert [row[7] for row in this_week[1:]] == ["first-instant", "sunday-2330"]
+    assert this_week[2][0] == "2026-01-11T23:30:00-08:00"
+    assert [row[7] for row in next_week[1:]] == ["monday-0030"]
+
+
+def test_details_with_commas_quotes_and_newlines_round_trip(warehouse_conn, s3_bucket, aws):
+    detail = 'Mailbox "full", try later\nsecond line\r\nthird, "quoted"'
+    insert_event(warehouse_conn, "q1", local(2026, 1, 6, 9, 0), delivery_detail=detail, subject_id="R,42")
+
+    build_report(WEEK, bucket=s3_bucket)
+
+    data = s3_bytes(aws, s3_bucket, WEEK.s3_key)
+    assert b'"Mailbox ""full"", try later\nsecond line\r\nthird, ""quoted"""\r\n' in data
+    assert b',"R,42",' in data
+    (row,) = csv_rows(data)[1:]
+    assert row[9] == detail
+    assert row[4] == "R,42"
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+        (None, ""),
+    ],
+)
+def test_neutralise_cell(value, cell):
+    assert neutralise_cell(value) == cell
+
+
+def test_formulas_in_data_are_neutralised_in_the_file(warehouse_conn, s3_bucket, aws):
+    insert_event(
+        warehouse_conn,
+        "f1",
+        local(2026, 1, 6, 9, 0),
+        subject_id="=cmd|' /C calc'!A0",
+        notification_type="+NOC",
+        recipient_email="@evil.example",
+        delivery_detail="-1+1",
+    )
+    build_report(WEEK, bucket=s3_bucket)
+    (row,) = csv_rows(s3_bytes(aws, s3_bucket, WEEK.s3_key))[1:]
+    assert row[4] == "'=cmd|' /C calc'!A0"
+    assert row[1] == "'+NOC"
+    assert row[6] == "'@evil.example"
+    assert row[9] == "'-1+1"
+
+
+def test_subject_id_header_timezone_and_bucket_come_from_variables(
+    warehouse_conn, s3_bucket, aws, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SUBJECT_ID_HEADER", "tax_return_id")
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_TIMEZONE", "America/Toronto")
+    # 00:30 Monday in Toronto is 21:30 Sunday in Vancouver: next week in Toronto.
+    insert_event(warehouse_conn, "toronto", datetime(2026, 1, 12, 5, 30, tzinfo=UTC))
+    insert_event(warehouse_conn, "in-week", datetime(2026, 1, 9, 5, 30, tzinfo=UTC))
+
+    built = build_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__x")
+
+    rows = csv_rows(s3_bytes(aws, s3_bucket, built["s3_key"]))
+    assert rows[0][4] == "tax_return_id"
+    assert [row[7] for row in rows[1:]] == ["in-week"]
+    assert rows[1][0] == "2026-01-09T00:30:00-05:00"
+
+
+def test_rerun_writes_identical_bytes_and_one_manifest_row(warehouse_conn, s3_bucket, aws):
+    for n in range(5):
+        insert_event(warehouse_conn, f"r{n}", local(2026, 1, 6, 9, 0), delivery_detail=f"detail {n}")
+
+    first = build_report(WEEK, bucket=s3_bucket, run_id="run-1")
+    first_bytes = s3_bytes(aws, s3_bucket, WEEK.s3_key)
+    second = build_report(WEEK, bucket=s3_bucket, run_id="run-2")
+
+    assert s3_bytes(aws, s3_bucket, WEEK.s3_key) == first_bytes
+    assert second["checksum_sha256"] == first["checksum_sha256"]
+    (only,) = manifest_rows(warehouse_conn)
+    assert only[:3] == (WEEK.s3_key, 5, first["checksum_sha256"])
+    assert only[6] is None  # not sent yet
+    assert warehouse_conn.execute("SELECT built_run_id FROM mailtrace.report_manifest").fetchone() == (
+        "run-2",
+    )
+
+
+def test_memory_does_not_grow_with_the_number_of_rows(warehouse_conn):
+    """Peak Python memory while writing 40,000 rows stays near that of 4,000 (a fetch or two's worth)."""
+
+    def peak_for(rows: int) -> int:
+        warehouse_conn.execute("TRUNCATE mailtrace.notification_event CASCADE")
+        warehouse_conn.execute(
+            """INSERT INTO mailtrace.notification_event
+                   (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                    sent_at, local_status, delivery_status, failure_reason, delivery_detail)
+               SELECT 'm' || n, 'registration', 'R-' || n, 'NOC', 'p' || n || '@example.com', 'ses',
+                      %s::timestamptz + n * interval '1 second', 'SENT', 'permanent_failure',
+                      'invalid_address', repeat('x', 200)
+               FROM generate_series(1, %s) AS n""",
+            (WEEK.start, rows),
+        )
+        warehouse_conn.commit()
+        with open(os.devnull, "wb") as sink:
+            tracemalloc.start()
+            try:
+                with warehouse_conn.transaction():
+                    stats = write_report_csv(warehouse_conn, WEEK, sink)
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+                assert stats.row_count == rows
+
+    # Both sizes span several fetches, so both include the moment two fetches' rows are alive at once.
+    small = peak_for(2 * report.FETCH_ROWS)
+    large = peak_for(20 * report.FETCH_ROWS)
+    assert large < 1.5 * small, (small, large)
+
+
+# ---------------------------------------------------------------------------------------------- the email
+
+
+def test_small_report_is_attached_and_summarised(warehouse_conn, s3_bucket, aws, smtp_server, examiners):
+    insert_event(warehouse_conn, "prev", local(2026, 1, 1, 9, 0), notification_type="RENEWAL_REMINDER")
+    insert_event(warehouse_conn, "a1", local(2026, 1, 6, 9, 0))
+    insert_event(warehouse_conn, "a2", local(2026, 1, 7, 9, 0), "complaint", None)
+    insert_event(warehouse_conn, "a3", local(2026, 1, 8, 9, 0), notification_type="<script>alert(1)</script>")
+
+    built = build_report(WEEK, bucket=s3_bucket)
+    result = email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+
+    assert result["delivery"] == "attachment"
+    (message,) = smtp_server.messages
+    assert smtp_server.envelopes[0][1] == examiners
+    assert message["Subject"] == "Failed notifications 2026-W02: 3 failed"
+    (attachment,) = list(message.iter_attachments())
+    assert attachment.get_filename() == "failed-notifications-2026-W02.csv"
+    assert attachment.get_payload(decode=True) == s3_bytes(aws, s3_bucket, built["s3_key"])
+    text = message.get_body(("plain",)).get_content()
+    assert "3 failed notifications; previous period (2026-W01): 1 (change +2)" in text
+    assert "NOC: 2 / 0 / +2" in text
+    assert "RENEWAL_REMINDER: 0 / 1 / -1" in text
+    assert "permanent_failure, invalid_address: 2 / 1 / +1" in text
+    assert "complaint, -: 1 / 0 / +1" in text
+    html = message.get_body(("html",)).get_content()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>" not in html
+    ((_, _, _, sent_at, delivery, recipients, run_id),) = manifest_rows(warehouse_conn)
+    assert sent_at is not None
+    assert (delivery, recipients, run_id) == ("attachment", examiners, "scheduled__1")
+
+
+def test_large_report_is_linked_with_an_expiring_presigned_url(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_ATTACH_MAX_BYTES", "100")
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_LINK_EXPIRY_HOURS", "24")
+    insert_event(warehouse_conn, "big", local(2026, 1, 6, 9, 0), delivery_detail="y" * 500)
+
+    built = build_report(WEEK, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+
+    (message,) = smtp_server.messages
+    assert list(message.iter_attachments()) == []
+    text = message.get_body(("plain",)).get_content()
+    (link,) = re.findall(r"http://\S+", text)
+    assert "X-Amz-Expires=86400" in link
+    with urllib.request.urlopen(link) as response:  # noqa: S310 - loopback moto URL
+        assert response.read() == s3_bytes(aws, s3_bucket, built["s3_key"])
+    assert "link expires" in message.get_body(("html",)).get_content()
+    assert manifest_rows(warehouse_conn)[0][4] == "link"
+
+
+def test_link_expiry_beyond_seven_days_is_refused(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_ATTACH_MAX_BYTES", "1")
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_LINK_EXPIRY_HOURS", "169")
+    insert_event(warehouse_conn, "big", local(2026, 1, 6, 9, 0))
+    built = build_report(WEEK, bucket=s3_bucket)
+    with pytest.raises(ValueError, match="at most 168"):
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+    assert smtp_server.messages == []
+
+
+def test_empty_week_still_sends_a_short_no_failures_email(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    insert_event(warehouse_conn, "delivered", local(2026, 1, 6, 9, 0), "delivered", None)
+
+    built = build_report(WEEK, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+
+    assert s3_bytes(aws, s3_bucket, WEEK.s3_key) == (HEADER + "\r\n").encode()
+    (message,) = smtp_server.messages
+    assert message["Subject"] == "Failed notifications 2026-W02: no failures"
+    assert list(message.iter_attachments()) == []
+    assert "No failures" in message.get_body(("plain",)).get_content()
+    assert manifest_rows(warehouse_conn)[0][1] == 0
+
+
+def test_newly_flagged_addresses_are_listed(warehouse_conn, s3_bucket, aws, smtp_server, examiners):
+    insert_event(warehouse_conn, "n1", local(2026, 1, 6, 9, 0))
+    insert_flag(warehouse_conn, "flagged.person@example.com", "set", local(2026, 1, 6, 10, 0), "R-77")
+    insert_flag(warehouse_conn, "earlier@example.com", "set", local(2026, 1, 2, 10, 0), "R-78")
+    insert_flag(warehouse_conn, "cleared@example.com", "cleared", local(2026, 1, 7, 10, 0), "R-79")
+
+    built = build_report(WEEK, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+
+    text = smtp_server.messages[0].get_body(("plain",)).get_content()
+    assert "Addresses newly flagged (1):" in text
+    assert "2026-01-06 10:00  registration R-77  flagged.person@example.com  invalid_address" in text
+    assert "earlier@example.com" not in text
+    assert "cleared@example.com" not in text
+
+
+def test_retry_does_not_email_twice_but_new_content_or_a_manual_run_does(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    insert_event(warehouse_conn, "t1", local(2026, 1, 6, 9, 0))
+    built = build_report(WEEK, bucket=s3_bucket)
+
+    assert email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")["sent"]
+    assert not email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")["sent"]
+    assert not email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="backfill__1")["sent"]
+    assert len(smtp_server.messages) == 1
+
+    assert email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="manual__1", manual_run=True)["sent"]
+    assert len(smtp_server.messages) == 2
+
+    insert_event(warehouse_conn, "t2", local(2026, 1, 7, 9, 0))  # a late failure changes the content
+    build_report(WEEK, bucket=s3_bucket)
+    assert email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")["sent"]
+    assert smtp_server.messages[2]["Subject"] == "Failed notifications 2026-W02: 2 failed"
+
+
+def test_recipients_from_a_comma_separated_variable(warehouse_conn, s3_bucket, aws, smtp_server, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_EXAMINER_EMAILS", " first@example.gov, second@example.gov ,")
+    built = build_report(WEEK, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+    assert smtp_server.envelopes[0][1] == ["first@example.gov", "second@example.gov"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("", "lists no addresses"), ('["ok@example.gov", "not an address"]', "malformed addresses: \\*\\*\\*")],
+)
+def test_missing_or_malformed_recipients_fail_before_sending(
+    warehouse_conn, s3_bucket, aws, smtp_server, monkeypatch, value, message
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_EXAMINER_EMAILS", value)
+    built = build_report(WEEK, bucket=s3_bucket)
+    with pytest.raises(ValueError, match=message):
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+    assert smtp_server.messages == []
+    assert manifest_rows(warehouse_conn)[0][3] is None
+
+
+# ---------------------------------------------------------------------------------------------- the DAG
+
+
+def test_dag_runs_monday_0600_vancouver_with_catchup_and_date_params():
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import TimeRestriction
+
+    bag = DagBag(dag_folder=str(report.TEMPLATES_DIR.parent / "dags" / "mailtrace_weekly_report.py"))
+    assert bag.import_errors == {}
+    dag = bag.dags["mailtrace_weekly_report"]
+    assert (dag.catchup, dag.max_active_runs) == (True, 1)
+    assert [t.task_id for t in dag.topological_sort()] == ["build_report", "email_report"]
+    assert set(dag.params) == {"start", "end"}
+    timetable = coerce_to_core_timetable(dag.timetable)
+
+    def first_run_from(earliest: datetime) -> datetime:
+        info = timetable.next_dagrun_info(
+            last_automated_data_interval=None, restriction=TimeRestriction(earliest, None, True)
+        )
+        return info.logical_date
+
+    first = first_run_from(dag.start_date)
+    assert first == local(2026, 1, 5, 6, 0)
+    assert weekly_period(first, "America/Vancouver").label == "2026-W01"
+    # Still 06:00 local once daylight saving time starts (13:00 UTC instead of 14:00).
+    assert first_run_from(datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 7, 6, 13, 0, tzinfo=UTC)
