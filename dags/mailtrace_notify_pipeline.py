@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, chain, dag, task
+from airflow.sdk import chain, dag, task
 
+from mailtrace.assets import PROVIDER_EVENTS
 from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
-
-PROVIDER_EVENTS = Asset(name="mailtrace_provider_events", uri="mailtrace://warehouse/provider_event")
 
 
 @dag(

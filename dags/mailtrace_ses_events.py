@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 
+from mailtrace.assets import PROVIDER_EVENTS
 from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
 
 
@@ -32,7 +33,7 @@ from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
     doc_md=__doc__,
 )
 def mailtrace_ses_events():
-    @task
+    @task(outlets=[PROVIDER_EVENTS])
     def drain_ses_queue() -> dict:
         """Queue -> S3 archive + provider_event/dead letters -> delete; returns counts."""
         from mailtrace.ses_ingest import drain_configured_queue
@@ -46,7 +47,14 @@ def mailtrace_ses_events():
 
         return run_reconcile()
 
-    drain_ses_queue() >> reconcile_verdicts()
+    @task
+    def update_address_flags() -> dict:
+        """Set and clear invalid-address flags from the new verdicts."""
+        from mailtrace.pipeline import run_flag_update
+
+        return run_flag_update()
+
+    drain_ses_queue() >> reconcile_verdicts() >> update_address_flags()
 
 
 mailtrace_ses_events()
