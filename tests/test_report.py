@@ -11,6 +11,7 @@ import re
 import tracemalloc
 import urllib.request
 from datetime import UTC, date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -28,6 +29,7 @@ from mailtrace.report import (
     write_report_csv,
 )
 
+DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
 VANCOUVER = ZoneInfo("America/Vancouver")
 # The scheduled run of Monday 2026-01-12 06:00 local reports ISO week 2026-W02 (Mon 5 to Sun 11 January).
 LOGICAL_DATE = datetime(2026, 1, 12, 6, 0, tzinfo=VANCOUVER)
@@ -480,7 +482,7 @@ def test_dag_runs_monday_0600_vancouver_with_catchup_and_date_params():
     from airflow.serialization.encoders import coerce_to_core_timetable
     from airflow.timetables.base import TimeRestriction
 
-    bag = DagBag(dag_folder=str(report.TEMPLATES_DIR.parent / "dags" / "mailtrace_weekly_report.py"))
+    bag = DagBag(dag_folder=str(DAGS_DIR / "mailtrace_weekly_report.py"))
     assert bag.import_errors == {}
     dag = bag.dags["mailtrace_weekly_report"]
     assert (dag.catchup, dag.max_active_runs) == (True, 1)
@@ -499,3 +501,34 @@ def test_dag_runs_monday_0600_vancouver_with_catchup_and_date_params():
     assert weekly_period(first, "America/Vancouver").label == "2026-W01"
     # Still 06:00 local once daylight saving time starts (13:00 UTC instead of 14:00).
     assert first_run_from(datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 7, 6, 13, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def airflow_metadata_db():
+    """The session's Airflow metadata database (SQLite in the temporary AIRFLOW_HOME), migrated once."""
+    import subprocess
+    import sys
+
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+def test_dag_end_to_end_builds_and_emails_the_week(
+    airflow_metadata_db, warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    from airflow.dag_processing.dagbag import DagBag
+
+    # dag.test() syncs the DAG from its bundle into the metadata database before running it.
+    bundle = {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle"}
+    bundle["kwargs"] = {"path": str(DAGS_DIR), "refresh_interval": 0}
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    insert_event(warehouse_conn, "e2e", local(2026, 1, 11, 23, 30))
+    dag = DagBag(dag_folder=str(DAGS_DIR / "mailtrace_weekly_report.py")).dags["mailtrace_weekly_report"]
+
+    run = dag.test(logical_date=LOGICAL_DATE)
+
+    assert run.state == "success"
+    assert [row[7] for row in csv_rows(s3_bytes(aws, s3_bucket, WEEK.s3_key))[1:]] == ["e2e"]
+    (message,) = smtp_server.messages
+    assert message["Subject"] == "Failed notifications 2026-W02: 1 failed"
