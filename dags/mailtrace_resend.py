@@ -1,0 +1,144 @@
+"""
+### mailtrace_resend — tell an uploaded list of people, once each, that an incident is resolved
+
+Triggered by hand after a production fix. Upload the IDs of the people affected (CSV, one column, header
+optional) to S3, or paste them into `inline_ids`, then trigger with `dry_run` on and read the outcome
+CSV at `s3://<report bucket>/resend-outcomes/<incident_id>/<run_id>.csv`: every input row with its
+decision (`send`, `would_send`, `skip`, `reject`) and reason. Trigger again with `dry_run` off to send.
+
+* **validate_and_plan** reads and validates the list, writes the outcome CSV, claims the rows to send in
+  `mailtrace.resend_request` and returns the chunks.
+* **send_chunk** (one mapped task per chunk) sends through GC Notify at `rate_per_minute` overall and
+  records each email in `mailtrace.notification_event`, so delivery is tracked like any notification.
+* **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved.
+  A failed chunk fails the run; clearing it (or re-triggering) is safe: rows are looked up before sending.
+
+Each (incident, subject) gets one email, whatever is re-triggered or retried; `force_resend` sends a
+deliberate second one. Outside production only addresses on `mailtrace_resend_allow_list` receive mail.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
+
+ID_TYPES = ["registration", "tax_return", "application"]
+# Parallel chunks share one rate (mailtrace.send_pacer), so more of them only hide one slow chunk.
+MAX_PARALLEL_CHUNKS = 4
+
+
+def _params():
+    from mailtrace.resend import ResendParams
+
+    return ResendParams.from_mapping(get_current_context()["params"])
+
+
+def _run_id() -> str:
+    return get_current_context()["run_id"]
+
+
+@dag(
+    dag_id="mailtrace_resend",
+    schedule=None,
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["mailtrace", "resend", "manual"],
+    doc_md=__doc__,
+    params={
+        "incident_id": Param(
+            type="string",
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            title="Incident ID",
+            description="The incident this resend is about, e.g. INC-2026-014 (one email per ID).",
+        ),
+        "ids_s3_uri": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^s3://[^/]+/.+",
+            title="ID list (S3 URI)",
+            description="s3://bucket/key of the uploaded CSV (UTF-8, one ID column, header optional).",
+        ),
+        "inline_ids": Param(
+            None,
+            type=["null", "string"],
+            title="Inline IDs",
+            description="Instead of a file: IDs separated by commas, spaces or new lines.",
+        ),
+        "id_type": Param(
+            "registration",
+            type="string",
+            enum=ID_TYPES,
+            title="ID type",
+            description="What the IDs are (the subject_type in mailtrace.contact).",
+        ),
+        "template": Param(
+            "error_resolved",
+            type="string",
+            enum=["error_resolved", "submission_error"],
+            title="Email",
+            description="error_resolved: the problem is fixed, please resubmit. "
+            "submission_error: your submission failed.",
+        ),
+        "language": Param("en", type="string", enum=["en", "fr"], title="Language"),
+        "dry_run": Param(
+            True,
+            type="boolean",
+            title="Dry run",
+            description="Validate and write the outcome CSV without sending anything.",
+        ),
+        "force_resend": Param(
+            False,
+            type="boolean",
+            title="Force resend",
+            description="Send again to IDs already emailed for this incident (a deliberate second email).",
+        ),
+        "max_recipients": Param(
+            500,
+            type="integer",
+            minimum=1,
+            title="Max recipients",
+            description="Guard: the run fails without sending if more people would receive mail.",
+        ),
+        "rate_per_minute": Param(
+            900,
+            type="integer",
+            minimum=1,
+            title="Rate per minute",
+            description="Overall sending rate; keep it under the Notify API key's limit (1,000/min).",
+        ),
+        "chunk_size": Param(
+            100,
+            type="integer",
+            minimum=1,
+            maximum=1000,
+            title="Chunk size",
+            description="Emails per send_chunk task.",
+        ),
+    },
+)
+def mailtrace_resend():
+    @task
+    def validate_and_plan() -> list[dict[str, int]]:
+        from mailtrace.resend import plan_resend
+
+        return plan_resend(_params(), run_id=_run_id())
+
+    @task(max_active_tis_per_dagrun=MAX_PARALLEL_CHUNKS)
+    def send_chunk(chunk: dict[str, int]) -> dict[str, int]:
+        from mailtrace.resend import send_chunk as send
+
+        return send(_params(), run_id=_run_id(), chunk_index=chunk["chunk_index"])
+
+    @task(trigger_rule="none_failed")
+    def summarize() -> dict[str, int]:
+        from mailtrace.resend import summarize_run
+
+        return summarize_run(_params(), run_id=_run_id())
+
+    send_chunk.expand(chunk=validate_and_plan()) >> summarize()
+
+
+mailtrace_resend()

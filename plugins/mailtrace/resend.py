@@ -1,0 +1,817 @@
+"""Resend: tell an uploaded list of people, once each, that an incident is resolved (DAG mailtrace_resend).
+
+Three steps, each safe to re-run:
+
+1. `plan_resend` reads and validates the list, decides every row (send, skip or reject, with a
+   reason), writes that decision as the outcome CSV to S3 and claims the rows to send in the ledger
+   `mailtrace.resend_request` (one committed row per (incident, subject, generation)).
+2. `send_chunk` sends the claimed rows of one chunk through GC Notify. The claim is committed before
+   the provider is called and carries a deterministic `reference`; the attempt counter is committed
+   before each call. A row with an earlier attempt is first looked up by its reference, so a task
+   killed between the send and the record finds the email the provider already has and records it
+   instead of sending a second one.
+3. `summarize_run` counts what happened and fails the run while any row is left unresolved.
+
+Sends from every chunk and every run reserve their slot in `mailtrace.send_pacer`, so parallel
+chunks together stay at the requested rate; the client's own 429 handling covers the rest.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from mailtrace.id_list import (
+    DEFAULT_ID_PATTERNS,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_ROWS,
+    IdListError,
+    IdRow,
+    decode_id_list,
+    parse_id_list,
+    parse_inline_ids,
+    to_csv,
+)
+from mailtrace.paths import TEMPLATES_DIR
+from mailtrace.privacy import mask_email
+from mailtrace.providers.gc_notify import (
+    PROVIDER,
+    AmbiguousSendError,
+    NotifyApiError,
+    NotifyClient,
+    parse_timestamp,
+)
+from mailtrace.settings import get_setting
+from mailtrace.warehouse import connect
+
+log = logging.getLogger(__name__)
+
+AWS_CONN_ID = "aws_default"
+NOTIFICATION_TYPES = {"error_resolved": "ERROR_RESOLVED", "submission_error": "SUBMISSION_ERROR"}
+LANGUAGES = ("en", "fr")
+# How each id_type is named in the email. The French nouns are all feminine, which the templates rely on.
+ID_LABELS = {
+    "en": {"registration": "registration", "application": "application", "tax_return": "tax return"},
+    "fr": {"registration": "inscription", "application": "demande", "tax_return": "déclaration de revenus"},
+}
+INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# GC Notify allows 1,000 requests a minute per API key; stay under it by default.
+DEFAULT_RATE_PER_MINUTE = 900
+MAX_CHUNK_SIZE = 1000
+OUTCOME_PREFIX = "resend-outcomes"
+OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
+PACER_NAME = PROVIDER
+# Advisory lock class for "this reference is being sent right now" (second key: hash of the reference).
+SEND_LOCK_CLASS = 7_301_200
+# An ambiguous answer (5xx, timeout) whose reference is then not found is retried this many times.
+AMBIGUOUS_SEND_TRIES = 3
+_MAX_ID_CHARS = 100
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
+
+
+class ResendError(RuntimeError):
+    """The run cannot go on; the message says why and what to do."""
+
+
+# ------------------------------------------------------------------------------------------ params
+
+
+@dataclass(frozen=True)
+class ResendParams:
+    """What ops asked for in the trigger form, checked again here (the form is not the only caller)."""
+
+    incident_id: str
+    id_type: str
+    template: str = "error_resolved"
+    language: str = "en"
+    ids_s3_uri: str | None = None
+    inline_ids: str | None = None
+    dry_run: bool = True
+    force_resend: bool = False
+    max_recipients: int = 500
+    rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
+    chunk_size: int = 100
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> ResendParams:
+        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        for name in ("ids_s3_uri", "inline_ids"):
+            if isinstance(known.get(name), str) and not known[name].strip():
+                known[name] = None
+        params = cls(**known)
+        params.check(id_patterns())
+        return params
+
+    def check(self, patterns: Mapping[str, str]) -> None:
+        problems = []
+        if not isinstance(self.incident_id, str) or not re.match(INCIDENT_ID_PATTERN, self.incident_id):
+            problems.append(f"incident_id must match {INCIDENT_ID_PATTERN}")
+        if self.id_type not in patterns:
+            problems.append(f"id_type must be one of {sorted(patterns)}")
+        if self.template not in NOTIFICATION_TYPES:
+            problems.append(f"template must be one of {sorted(NOTIFICATION_TYPES)}")
+        if self.language not in LANGUAGES:
+            problems.append(f"language must be one of {list(LANGUAGES)}")
+        if (self.ids_s3_uri is None) == (self.inline_ids is None):
+            problems.append("give exactly one of ids_s3_uri and inline_ids")
+        if self.ids_s3_uri is not None and not str(self.ids_s3_uri).startswith("s3://"):
+            problems.append("ids_s3_uri must start with s3://")
+        for name, upper in (
+            ("max_recipients", None),
+            ("rate_per_minute", None),
+            ("chunk_size", MAX_CHUNK_SIZE),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                problems.append(f"{name} must be a whole number of at least 1 (got {value!r})")
+            elif upper is not None and value > upper:
+                problems.append(f"{name} must be at most {upper} (got {value})")
+        for name in ("dry_run", "force_resend"):
+            if not isinstance(getattr(self, name), bool):
+                problems.append(f"{name} must be true or false")
+        if problems:
+            raise ValueError("invalid resend parameters: " + "; ".join(problems))
+
+    @property
+    def notification_type(self) -> str:
+        return NOTIFICATION_TYPES[self.template]
+
+
+def id_patterns() -> dict[str, str]:
+    """ID regex per id_type: the defaults, overridden by Variable `mailtrace_resend_id_patterns`."""
+    overrides = get_setting("resend_id_patterns", {})
+    if not isinstance(overrides, dict):
+        raise ValueError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
+    return {**DEFAULT_ID_PATTERNS, **overrides}
+
+
+def reference_for(incident_id: str, subject_type: str, subject_id: str, generation: int) -> str:
+    """The Notify `reference` (and event_id) of one resend: the same on every retry, unique overall."""
+    return f"resend:{incident_id}:{subject_type}:{subject_id}:{generation}"
+
+
+# --------------------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@functools.cache
+def _jinja_environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES_DIR / "resend"),
+        # HTML parts are escaped; subject and text parts are plain text and must stay unescaped.
+        autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=True, default=False),
+        undefined=StrictUndefined,
+    )
+
+
+def render_email(template: str, language: str, *, subject_type: str, subject_id: str) -> RenderedEmail:
+    """Subject, text and HTML of one email from `templates/resend/<template>.<language>.*.j2`."""
+    if template not in NOTIFICATION_TYPES or language not in LANGUAGES:
+        raise ValueError(f"no resend template {template!r} in language {language!r}")
+    environment = _jinja_environment()
+    context = {
+        "subject_id": subject_id,
+        "id_label": ID_LABELS[language].get(subject_type, subject_type.replace("_", " ")),
+    }
+    subject = environment.get_template(f"{template}.{language}.subject.txt.j2").render(context).strip()
+    if _SUBJECT_FORBIDDEN.search(subject):
+        raise ValueError("the rendered subject must be a single line")
+    return RenderedEmail(
+        subject=subject,
+        text=environment.get_template(f"{template}.{language}.txt.j2").render(context),
+        html=environment.get_template(f"{template}.{language}.html.j2").render(context),
+    )
+
+
+# -------------------------------------------------------------------------------------------- S3
+
+
+def _s3_hook():
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=AWS_CONN_ID)
+
+
+def read_s3_object(uri: str, *, max_bytes: int) -> bytes:
+    """The object's bytes, refusing before download when it is larger than `max_bytes`."""
+    hook = _s3_hook()
+    bucket, key = hook.parse_s3_url(uri)
+    head = hook.head_object(key=key, bucket_name=bucket)
+    if head is None:
+        raise IdListError(f"{uri} does not exist")
+    if head["ContentLength"] > max_bytes:
+        raise IdListError(
+            f"{uri} is {head['ContentLength']:,} bytes; the limit is {max_bytes:,} (split it up)"
+        )
+    return hook.get_key(key, bucket).get()["Body"].read(max_bytes + 1)
+
+
+def write_outcome_csv(incident_id: str, run_id: str, content: bytes) -> str:
+    """Store the outcome CSV (server-side encrypted) and return its s3:// URI."""
+    bucket = get_setting("report_bucket")
+    key = f"{OUTCOME_PREFIX}/{incident_id}/{_UNSAFE_KEY_CHARS.sub('_', run_id)}.csv"
+    _s3_hook().load_bytes(content, key=key, bucket_name=bucket, replace=True, encrypt=True)
+    return f"s3://{bucket}/{key}"
+
+
+# ------------------------------------------------------------------------------------- validation
+
+
+@dataclass
+class Decision:
+    """What happens to one input row, and why (one line of the outcome CSV)."""
+
+    row: IdRow
+    decision: str = "send"  # send | would_send | skip | reject
+    reason: str = "ok"
+    detail: str = ""
+    email: str | None = None
+
+    def settle(self, decision: str, reason: str, detail: str = "") -> None:
+        self.decision, self.reason, self.detail = decision, reason, detail
+
+    @property
+    def pending(self) -> bool:
+        return self.decision == "send"
+
+    def csv_row(self) -> list[object]:
+        recipient = mask_email(self.email) if self.email else ""
+        return [
+            self.row.line,
+            self.row.raw,
+            self.row.subject_id,
+            self.decision,
+            self.reason,
+            self.detail,
+            recipient,
+        ]
+
+
+def read_id_rows(params: ResendParams) -> list[IdRow]:
+    max_bytes = int(get_setting("resend_max_list_bytes", DEFAULT_MAX_BYTES))
+    max_rows = int(get_setting("resend_max_list_rows", DEFAULT_MAX_ROWS))
+    if params.inline_ids is not None:
+        return parse_inline_ids(str(params.inline_ids), max_bytes=max_bytes, max_rows=max_rows)
+    data = read_s3_object(params.ids_s3_uri, max_bytes=max_bytes)
+    return parse_id_list(decode_id_list(data, max_bytes=max_bytes), id_type=params.id_type, max_rows=max_rows)
+
+
+def address_problem(address: str) -> str | None:
+    """Why `address` cannot be sent to, or None when its syntax is valid."""
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as error:
+        return str(error)
+    return None
+
+
+def validate_rows(
+    conn: psycopg.Connection, rows: list[IdRow], *, subject_type: str, pattern: str
+) -> list[Decision]:
+    """Decide every row against the ID pattern, earlier rows, mailtrace.contact and flagged addresses."""
+    id_regex = re.compile(pattern)
+    decisions = [Decision(row) for row in rows]
+    first_line: dict[str, int] = {}
+    for decision in decisions:
+        subject_id = decision.row.subject_id
+        if len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
+            decision.settle("reject", "malformed_id", f"does not match {pattern}")
+        elif subject_id in first_line:
+            decision.settle("skip", "duplicate", f"same ID as line {first_line[subject_id]}")
+        else:
+            first_line[subject_id] = decision.row.line
+    candidates = [d for d in decisions if d.pending]
+    ids = [d.row.subject_id for d in candidates]
+    contacts = dict(
+        conn.execute(
+            """SELECT subject_id, email FROM mailtrace.contact
+               WHERE subject_type = %s AND subject_id = ANY(%s)""",
+            (subject_type, ids),
+        ).fetchall()
+    )
+    flagged = _flagged_addresses(conn, subject_type, ids)
+    for decision in candidates:
+        subject_id = decision.row.subject_id
+        if subject_id not in contacts:
+            decision.settle("reject", "unknown_id", f"no {subject_type} with this ID in mailtrace.contact")
+            continue
+        email = (contacts[subject_id] or "").strip()
+        if not email:
+            decision.settle("reject", "no_contact_email", "the contact has no email address")
+            continue
+        decision.email = email
+        problem = address_problem(email)
+        if problem:
+            decision.settle("reject", "invalid_address", problem)
+        elif subject_id in flagged and flagged[subject_id][0].lower() == email.lower():
+            decision.settle("reject", "flagged_address", f"address flagged: {flagged[subject_id][1]}")
+    return decisions
+
+
+def _flagged_addresses(conn: psycopg.Connection, subject_type: str, ids: list[str]) -> dict[str, tuple]:
+    """Flagged (email, failure_reason) per subject, when the deployment has mailtrace.flagged_address."""
+    exists = conn.execute("SELECT to_regclass('mailtrace.flagged_address') IS NOT NULL").fetchone()[0]
+    if not exists:
+        return {}
+    rows = conn.execute(
+        """SELECT subject_id, email, failure_reason FROM mailtrace.flagged_address
+           WHERE subject_type = %s AND subject_id = ANY(%s)""",
+        (subject_type, ids),
+    ).fetchall()
+    return {subject_id: (email or "", reason) for subject_id, email, reason in rows}
+
+
+def load_allow_list() -> frozenset[str] | None:
+    """Who may receive mail outside production (lower-cased addresses); None in production.
+
+    Variable `mailtrace_resend_allow_list`: a JSON list of addresses, a comma-separated string, or the
+    s3:// URI of a text file of addresses. Unset outside production means nobody may receive mail.
+    """
+    if str(get_setting("environment", "development")).strip().lower() == "production":
+        return None
+    value = get_setting("resend_allow_list", [])
+    if isinstance(value, str) and value.startswith("s3://"):
+        text = decode_id_list(read_s3_object(value, max_bytes=DEFAULT_MAX_BYTES))
+        entries = re.split(r"[\s,;]+", text)
+    elif isinstance(value, str):
+        entries = value.split(",")
+    elif isinstance(value, list):
+        entries = value
+    else:
+        raise ValueError("Variable mailtrace_resend_allow_list must be a JSON list, a string or an s3:// URI")
+    return frozenset(str(entry).strip().lower() for entry in entries if str(entry).strip())
+
+
+def apply_allow_list(decisions: list[Decision], allow_list: frozenset[str] | None) -> None:
+    if allow_list is None:
+        return
+    for decision in decisions:
+        if decision.pending and decision.email.lower() not in allow_list:
+            decision.settle("skip", "not_on_allow_list", "non-production: address not on the allow-list")
+
+
+# ------------------------------------------------------------------------------------------- plan
+
+
+@dataclass
+class _Claim:
+    """How a row to send enters the ledger: a new generation, or an existing unsent row taken over."""
+
+    decision: Decision
+    generation: int
+    insert: bool
+    forced: bool = False
+    chunk_index: int = 0
+
+
+def _existing_ledger_rows(conn, params: ResendParams, ids: list[str]) -> dict[str, dict]:
+    """The newest ledger row per subject of this incident, locked until the plan commits."""
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            """SELECT subject_id, generation, status, dag_run_id, sent_at
+               FROM mailtrace.resend_request
+               WHERE incident_id = %s AND subject_type = %s AND subject_id = ANY(%s)
+               ORDER BY subject_id, generation
+               FOR UPDATE""",
+            (params.incident_id, params.id_type, ids),
+        ).fetchall()
+    return {row["subject_id"]: row for row in rows}  # ordered by generation: the newest wins
+
+
+def _plan_claims(decisions: list[Decision], existing: dict[str, dict], params: ResendParams, run_id: str):
+    claims = []
+    for decision in decisions:
+        if not decision.pending:
+            continue
+        latest = existing.get(decision.row.subject_id)
+        if latest is None:
+            claims.append(_Claim(decision, generation=0, insert=True))
+        elif latest["status"] != "sent":
+            # Never confirmed sent (failed, or left claimed by a killed or earlier run): take it over.
+            # Its reference is kept, so an email an earlier attempt did send is found, not repeated.
+            claims.append(_Claim(decision, generation=latest["generation"], insert=False))
+        elif params.force_resend and latest["dag_run_id"] != run_id:
+            claims.append(_Claim(decision, generation=latest["generation"] + 1, insert=True, forced=True))
+        else:
+            when = latest["sent_at"].isoformat() if latest["sent_at"] else "earlier"
+            decision.settle("skip", "already_sent", f"sent {when} by run {latest['dag_run_id']}")
+    return claims
+
+
+def _write_claims(conn, claims: list[_Claim], params: ResendParams, run_id: str) -> None:
+    for claim in claims:
+        decision = claim.decision
+        reference = reference_for(
+            params.incident_id, params.id_type, decision.row.subject_id, claim.generation
+        )
+        values = {
+            "incident_id": params.incident_id,
+            "subject_type": params.id_type,
+            "subject_id": decision.row.subject_id,
+            "generation": claim.generation,
+            "template": params.template,
+            "language": params.language,
+            "notification_type": params.notification_type,
+            "email": decision.email,
+            "reference": reference,
+            "run_id": run_id,
+            "chunk_index": claim.chunk_index,
+            "forced": claim.forced,
+        }
+        if claim.insert:
+            inserted = conn.execute(
+                """INSERT INTO mailtrace.resend_request
+                       (incident_id, subject_type, subject_id, generation, template, language,
+                        notification_type, recipient_email, reference, dag_run_id, chunk_index, forced)
+                   VALUES (%(incident_id)s, %(subject_type)s, %(subject_id)s, %(generation)s, %(template)s,
+                           %(language)s, %(notification_type)s, %(email)s, %(reference)s, %(run_id)s,
+                           %(chunk_index)s, %(forced)s)
+                   ON CONFLICT DO NOTHING""",
+                values,
+            ).rowcount
+            if not inserted:
+                decision.settle("skip", "claimed_elsewhere", "another run claimed this ID at the same time")
+        else:
+            # An address may only change while no provider call has been made for the row.
+            conn.execute(
+                """UPDATE mailtrace.resend_request
+                   SET dag_run_id = %(run_id)s, chunk_index = %(chunk_index)s, status = 'claimed',
+                       template = %(template)s, language = %(language)s,
+                       notification_type = %(notification_type)s,
+                       recipient_email = CASE WHEN attempts = 0 THEN %(email)s ELSE recipient_email END,
+                       error = NULL, updated_at = now()
+                   WHERE reference = %(reference)s AND status <> 'sent'""",
+                values,
+            )
+
+
+def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
+    """Validate the list, write the outcome CSV, claim the rows to send; return the chunks to send.
+
+    Re-running it for the same run gives the same claims and chunks. Fails (after writing the
+    outcome CSV) when no row is valid or more than `max_recipients` would receive mail.
+    """
+    patterns = id_patterns()
+    params.check(patterns)
+    if not params.dry_run:
+        notify_template_id()  # fail before claiming anything if sending cannot work
+    rows = read_id_rows(params)
+    allow_list = load_allow_list()
+    with connect() as conn:
+        decisions = validate_rows(conn, rows, subject_type=params.id_type, pattern=patterns[params.id_type])
+        apply_allow_list(decisions, allow_list)
+        if not any(d.pending for d in decisions):
+            _finish_plan(conn, params, run_id, decisions, claims=[], commit=True)
+            raise ResendError(_nothing_valid_message(decisions))
+        sample = next(d for d in decisions if d.pending)
+        render_email(
+            params.template, params.language, subject_type=params.id_type, subject_id=sample.row.subject_id
+        )
+
+        pending_ids = [d.row.subject_id for d in decisions if d.pending]
+        claims = _plan_claims(decisions, _existing_ledger_rows(conn, params, pending_ids), params, run_id)
+        if len(claims) > params.max_recipients:
+            for claim in claims:
+                claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
+            conn.rollback()
+            _finish_plan(conn, params, run_id, decisions, claims=[], commit=True)
+            raise ResendError(
+                f"{len(claims)} recipients would receive mail, more than "
+                f"max_recipients={params.max_recipients}; "
+                "nothing was sent. Check the list, or raise max_recipients deliberately."
+            )
+        for position, claim in enumerate(claims):
+            claim.chunk_index = position // params.chunk_size
+            if params.dry_run:
+                claim.decision.settle("would_send", "dry_run", "dry run: nothing sent")
+        if params.dry_run:
+            conn.rollback()
+        else:
+            _write_claims(conn, claims, params, run_id)
+        claims = [claim for claim in claims if claim.decision.decision in ("send", "would_send")]
+        _finish_plan(conn, params, run_id, decisions, claims=claims, commit=True)
+    if params.dry_run:
+        return []
+    chunk_sizes = Counter(claim.chunk_index for claim in claims)
+    return [{"chunk_index": index, "size": size} for index, size in sorted(chunk_sizes.items())]
+
+
+def _nothing_valid_message(decisions: list[Decision]) -> str:
+    reasons = Counter(d.reason for d in decisions)
+    summary = ", ".join(f"{count} {reason}" for reason, count in reasons.most_common())
+    return f"nothing to send: no row of the list can be used ({summary}); see the outcome CSV"
+
+
+def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims, commit: bool) -> None:
+    """Write the outcome CSV and the run's audit row (the claims, if any, commit with it)."""
+    content = to_csv(OUTCOME_HEADER, [d.csv_row() for d in decisions])
+    outcome_uri = write_outcome_csv(params.incident_id, run_id, content)
+    counts = Counter(d.decision for d in decisions)
+    chunks = len({claim.chunk_index for claim in claims}) if not params.dry_run else 0
+    conn.execute(
+        """INSERT INTO mailtrace.resend_run
+               (dag_run_id, incident_id, params, dry_run, outcome_uri, rows_read, planned, skipped,
+                rejected, chunks)
+           VALUES (%(run_id)s, %(incident_id)s, %(params)s, %(dry_run)s, %(outcome_uri)s, %(rows_read)s,
+                   %(planned)s, %(skipped)s, %(rejected)s, %(chunks)s)
+           ON CONFLICT (dag_run_id) DO UPDATE SET
+               params = EXCLUDED.params, dry_run = EXCLUDED.dry_run, outcome_uri = EXCLUDED.outcome_uri,
+               rows_read = EXCLUDED.rows_read, planned = EXCLUDED.planned, skipped = EXCLUDED.skipped,
+               rejected = EXCLUDED.rejected, chunks = EXCLUDED.chunks, planned_at = now(),
+               finished_at = NULL""",
+        {
+            "run_id": run_id,
+            "incident_id": params.incident_id,
+            "params": json.dumps(asdict(params)),
+            "dry_run": params.dry_run,
+            "outcome_uri": outcome_uri,
+            "rows_read": len(decisions),
+            "planned": len(claims),
+            "skipped": counts["skip"],
+            "rejected": counts["reject"],
+            "chunks": chunks,
+        },
+    )
+    if commit:
+        conn.commit()
+    log.info(
+        "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected%s; outcome %s",
+        params.incident_id,
+        run_id,
+        len(decisions),
+        len(claims),
+        counts["skip"],
+        counts["reject"],
+        " (dry run)" if params.dry_run else "",
+        outcome_uri,
+    )
+
+
+# ------------------------------------------------------------------------------------------ send
+
+
+def notify_template_id() -> str:
+    """The generic Notify template (placeholders ((subject)) and ((body))) every resend uses."""
+    value = str(get_setting("notify_template_id", "")).strip()
+    if not value:
+        raise ResendError("set Variable mailtrace_notify_template_id to the generic Notify template's id")
+    return value
+
+
+class Pacer:
+    """Spaces provider calls `60 / rate_per_minute` seconds apart across every sender.
+
+    The next free slot lives in `mailtrace.send_pacer`; each call moves it on by one interval and
+    sleeps until its own slot, so parallel chunks and concurrent runs add up to the requested rate
+    instead of each sending at it. A slot left unused (idle sender) is not saved up as a burst.
+    """
+
+    def __init__(self, conn: psycopg.Connection, rate_per_minute: int, *, sleep: Callable = time.sleep):
+        self._conn = conn
+        self.interval = 60.0 / rate_per_minute
+        self._sleep = sleep
+
+    def wait(self) -> None:
+        with self._conn.transaction():
+            (delay,) = self._conn.execute(
+                """INSERT INTO mailtrace.send_pacer AS pacer (name, next_slot)
+                   VALUES (%(name)s, clock_timestamp() + make_interval(secs => %(interval)s))
+                   ON CONFLICT (name) DO UPDATE SET next_slot =
+                       greatest(pacer.next_slot, clock_timestamp()) + make_interval(secs => %(interval)s)
+                   RETURNING extract(epoch FROM pacer.next_slot - clock_timestamp())::float8
+                             - %(interval)s""",
+                {"name": PACER_NAME, "interval": self.interval},
+            ).fetchone()
+        if delay > 0:
+            self._sleep(delay)
+
+
+@dataclass
+class _LedgerRow:
+    incident_id: str
+    subject_type: str
+    subject_id: str
+    generation: int
+    reference: str
+    recipient_email: str
+    template: str
+    language: str
+    notification_type: str
+    attempts: int = field(default=0)
+
+
+def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        rows = cursor.execute(
+            """SELECT incident_id, subject_type, subject_id, generation, reference, recipient_email,
+                      template, language, notification_type, attempts
+               FROM mailtrace.resend_request
+               WHERE dag_run_id = %s AND chunk_index = %s AND status = 'claimed'
+               ORDER BY subject_id, generation""",
+            (run_id, chunk_index),
+        ).fetchall()
+    return [_LedgerRow(**row) for row in rows]
+
+
+def send_chunk(
+    params: ResendParams, *, run_id: str, chunk_index: int, client: NotifyClient | None = None
+) -> dict[str, int]:
+    """Send every still-claimed row of one chunk; returns counts per outcome.
+
+    Outcomes: sent, recovered (found at Notify by reference, recorded without sending), failed
+    (Notify refused for good), skipped (sent or taken over by another run meanwhile), deferred (left
+    claimed: rate-limited or still ambiguous). Deferred rows make the task fail after the rest are
+    done, so Airflow's retry picks them up; the lookup-first rule makes that retry safe.
+    """
+    template_id = notify_template_id()
+    client = client or NotifyClient.from_connection()
+    counts: Counter[str] = Counter()
+    with connect() as conn:
+        conn.autocommit = True
+        pacer = Pacer(conn, params.rate_per_minute)
+        for row in _chunk_rows(conn, run_id, chunk_index):
+            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
+            try:
+                counts[_send_one(conn, client, pacer, row, run_id=run_id, template_id=template_id)] += 1
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
+    log.info("resend %s chunk %d: %s", params.incident_id, chunk_index, dict(counts))
+    if counts["deferred"]:
+        raise ResendError(
+            f"chunk {chunk_index}: {counts['deferred']} emails left unresolved (rate-limited or ambiguous "
+            "provider answers); a retry looks each one up by reference before sending"
+        )
+    return dict(counts)
+
+
+def _send_one(
+    conn, client: NotifyClient, pacer: Pacer, row: _LedgerRow, *, run_id: str, template_id: str
+) -> str:
+    """Send one claimed row exactly once. Called holding the row's advisory lock."""
+    current = conn.execute(
+        "SELECT status, dag_run_id, attempts FROM mailtrace.resend_request WHERE reference = %s",
+        (row.reference,),
+    ).fetchone()
+    if current is None or current[0] != "claimed" or current[1] != run_id:
+        return "skipped"
+    if current[2] > 0:
+        # An earlier call may have been accepted (task killed before recording it, or an ambiguous
+        # answer): ask Notify before sending anything.
+        try:
+            found = _find_sent(client, pacer, row.reference)
+        except NotifyApiError as error:
+            _note_error(conn, row, f"lookup failed: {error}")
+            return "deferred"
+        if found is not None:
+            _record_sent(conn, row, found)
+            return "recovered"
+    rendered = render_email(
+        row.template, row.language, subject_type=row.subject_type, subject_id=row.subject_id
+    )
+    personalisation = {"subject": rendered.subject, "body": rendered.text, "html_body": rendered.html}
+    for _ in range(AMBIGUOUS_SEND_TRIES):
+        conn.execute(
+            """UPDATE mailtrace.resend_request SET attempts = attempts + 1, updated_at = now()
+               WHERE reference = %s""",
+            (row.reference,),
+        )
+        pacer.wait()
+        try:
+            response = client.send_email(row.recipient_email, template_id, personalisation, row.reference)
+        except AmbiguousSendError as error:
+            log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
+            _note_error(conn, row, str(error))
+            try:
+                found = _find_sent(client, pacer, row.reference)
+            except NotifyApiError as lookup_error:
+                _note_error(conn, row, f"ambiguous send, then lookup failed: {lookup_error}")
+                return "deferred"
+            if found is not None:
+                _record_sent(conn, row, found)
+                return "recovered"
+            continue
+        except NotifyApiError as error:
+            if _is_rate_limited(error):
+                _note_error(conn, row, str(error))
+                return "deferred"
+            _mark_failed(conn, row, str(error))
+            return "failed"
+        _record_sent(conn, row, response)
+        return "sent"
+    return "deferred"
+
+
+def _find_sent(client: NotifyClient, pacer: Pacer, reference: str) -> dict | None:
+    pacer.wait()
+    matches = client.find_by_reference(reference)
+    if len(matches) > 1:
+        log.error("reference %s matches %d notifications at Notify", reference, len(matches))
+    return matches[-1] if matches else None  # newest first: the oldest is the one first sent
+
+
+def _is_rate_limited(error: NotifyApiError) -> bool:
+    return getattr(error.__cause__, "status_code", None) == 429
+
+
+def _note_error(conn, row: _LedgerRow, message: str) -> None:
+    conn.execute(
+        "UPDATE mailtrace.resend_request SET error = %s, updated_at = now() WHERE reference = %s",
+        (message[:2000], row.reference),
+    )
+
+
+def _mark_failed(conn, row: _LedgerRow, message: str) -> None:
+    log.warning("Notify refused the email to %s: %s", mask_email(row.recipient_email), message)
+    conn.execute(
+        """UPDATE mailtrace.resend_request SET status = 'failed', error = %s, updated_at = now()
+           WHERE reference = %s AND status = 'claimed'""",
+        (message[:2000], row.reference),
+    )
+
+
+def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
+    """Mark the row sent and log the event for the delivery pipeline, in one transaction."""
+    provider_reference = str(notification["id"])
+    sent_at = parse_timestamp(notification.get("created_at")) or datetime.now(UTC)
+    with conn.transaction():
+        conn.execute(
+            """UPDATE mailtrace.resend_request
+               SET status = 'sent', provider_reference = %(provider_reference)s, event_id = %(reference)s,
+                   sent_at = %(sent_at)s, error = NULL, updated_at = now()
+               WHERE reference = %(reference)s""",
+            {"provider_reference": provider_reference, "reference": row.reference, "sent_at": sent_at},
+        )
+        conn.execute(
+            """INSERT INTO mailtrace.notification_event
+                   (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                    provider_reference, client_reference, sent_at, local_status)
+               VALUES (%(reference)s, %(subject_type)s, %(subject_id)s, %(notification_type)s, %(email)s,
+                       %(provider)s, %(provider_reference)s, %(reference)s, %(sent_at)s, 'SENT')
+               ON CONFLICT (event_id) DO NOTHING""",
+            {
+                "reference": row.reference,
+                "subject_type": row.subject_type,
+                "subject_id": row.subject_id,
+                "notification_type": row.notification_type,
+                "email": row.recipient_email,
+                "provider": PROVIDER,
+                "provider_reference": provider_reference,
+                "sent_at": sent_at,
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------- summary
+
+
+def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
+    """Count the run's ledger rows by status into its audit row; fail while any is unresolved."""
+    with connect() as conn:
+        counts = dict(
+            conn.execute(
+                "SELECT status, count(*) FROM mailtrace.resend_request WHERE dag_run_id = %s GROUP BY status",
+                (run_id,),
+            ).fetchall()
+        )
+        conn.execute(
+            """UPDATE mailtrace.resend_run
+               SET sent = %(sent)s, failed = %(failed)s, unresolved = %(claimed)s, finished_at = now()
+               WHERE dag_run_id = %(run_id)s""",
+            {
+                "sent": counts.get("sent", 0),
+                "failed": counts.get("failed", 0),
+                "claimed": counts.get("claimed", 0),
+                "run_id": run_id,
+            },
+        )
+        conn.commit()
+    summary = {status: counts.get(status, 0) for status in ("sent", "failed", "claimed")}
+    log.info("resend %s run %s finished: %s", params.incident_id, run_id, summary)
+    if summary["claimed"]:
+        raise ResendError(
+            f"{summary['claimed']} emails are still unresolved; clear the failed send_chunk tasks or "
+            "trigger the same list again (already-sent IDs are skipped, unresolved ones looked up first)"
+        )
+    return summary
