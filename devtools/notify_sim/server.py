@@ -270,7 +270,11 @@ class NotifySimulator:
         retry_after: int | None = None,
         delay_seconds: float | None = None,
     ) -> None:
-        """Make the next `count` matching API requests misbehave (faults are used in the order added)."""
+        """Make the next `count` matching API requests misbehave (faults are used in the order added).
+
+        A 'status' fault sends `Retry-After: <retry_after>` when given (for a 429 the simulator's
+        `retry_after_seconds` otherwise); a negative `retry_after` sends no Retry-After at all.
+        """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
         if kind == "status" and status is None:
@@ -669,9 +673,16 @@ class _Handler(BaseHTTPRequestHandler):
 
 def _fault_response(sim: NotifySimulator, fault: Fault) -> Response:
     status = fault.status or 500
+    # retry_after: None = the simulator's default (429) or no header (others); negative = no header.
+    omit_retry_after = fault.retry_after is not None and fault.retry_after < 0
     if status == 429:
-        return sim.rate_limit_response(fault.retry_after or sim.retry_after_seconds)
-    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+        response = sim.rate_limit_response(
+            sim.retry_after_seconds if fault.retry_after is None else fault.retry_after
+        )
+        if omit_retry_after:
+            del response.headers["Retry-After"]  # a rate limit that does not say when to come back
+        return response
+    headers = {} if fault.retry_after is None or omit_retry_after else {"Retry-After": str(fault.retry_after)}
     if status in (502, 503, 504):
         # What a load balancer in front of the API answers: HTML, not Notify's JSON.
         reason = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}[status]
