@@ -25,7 +25,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -483,7 +483,7 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         decisions = validate_rows(conn, rows, subject_type=params.id_type, pattern=patterns[params.id_type])
         apply_allow_list(decisions, allow_list)
         if not any(d.pending for d in decisions):
-            _finish_plan(conn, params, run_id, decisions, claims=[], commit=True)
+            _finish_plan(conn, params, run_id, decisions, claims=[])
             raise ResendError(_nothing_valid_message(decisions))
         sample = next(d for d in decisions if d.pending)
         render_email(
@@ -496,7 +496,7 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
             for claim in claims:
                 claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
             conn.rollback()
-            _finish_plan(conn, params, run_id, decisions, claims=[], commit=True)
+            _finish_plan(conn, params, run_id, decisions, claims=[])
             raise ResendError(
                 f"{len(claims)} recipients would receive mail, more than "
                 f"max_recipients={params.max_recipients}; "
@@ -511,7 +511,7 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         else:
             _write_claims(conn, claims, params, run_id)
         claims = [claim for claim in claims if claim.decision.decision in ("send", "would_send")]
-        _finish_plan(conn, params, run_id, decisions, claims=claims, commit=True)
+        _finish_plan(conn, params, run_id, decisions, claims=claims)
     if params.dry_run:
         return []
     chunk_sizes = Counter(claim.chunk_index for claim in claims)
@@ -524,7 +524,7 @@ def _nothing_valid_message(decisions: list[Decision]) -> str:
     return f"nothing to send: no row of the list can be used ({summary}); see the outcome CSV"
 
 
-def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims, commit: bool) -> None:
+def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) -> None:
     """Write the outcome CSV and the run's audit row (the claims, if any, commit with it)."""
     content = to_csv(OUTCOME_HEADER, [d.csv_row() for d in decisions])
     outcome_uri = write_outcome_csv(params.incident_id, run_id, content)
@@ -554,8 +554,7 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims, 
             "chunks": chunks,
         },
     )
-    if commit:
-        conn.commit()
+    conn.commit()
     log.info(
         "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected%s; outcome %s",
         params.incident_id,
@@ -619,14 +618,13 @@ class _LedgerRow:
     template: str
     language: str
     notification_type: str
-    attempts: int = field(default=0)
 
 
 def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
             """SELECT incident_id, subject_type, subject_id, generation, reference, recipient_email,
-                      template, language, notification_type, attempts
+                      template, language, notification_type
                FROM mailtrace.resend_request
                WHERE dag_run_id = %s AND chunk_index = %s AND status = 'claimed'
                ORDER BY subject_id, generation""",
