@@ -179,6 +179,19 @@ def _older_than_from_next_link(links: dict[str, Any] | None) -> str | None:
     return values[0]
 
 
+def _describe(error: APIError) -> str:
+    """What went wrong in words: Notify's status and message, or why no answer came at all.
+
+    The official client reports a timeout or a dropped connection as a 503 "Request failed", which
+    would read as if Notify had answered; name the real cause instead.
+    """
+    if getattr(error, "response", None) is None:
+        cause = error.__cause__
+        detail = f"{type(cause).__name__}: {cause}"[:300] if cause is not None else "no response"
+        return f"no answer from Notify ({detail})"
+    return f"Notify answered {error.status_code}: {error.message}"
+
+
 class NotifyClient:
     """The official client plus retries, backoff with jitter and `Retry-After`."""
 
@@ -241,19 +254,15 @@ class NotifyClient:
                 else:
                     retryable = status in retry_statuses
                 if not retryable:
-                    raise NotifyApiError(
-                        f"{description}: Notify answered {status}: {error.message}"
-                    ) from error
+                    raise NotifyApiError(f"{description}: {_describe(error)}") from error
                 if attempt + 1 == self.max_attempts:
                     raise NotifyApiError(
                         f"{description}: still failing after {self.max_attempts} attempts "
-                        f"(last: {status} {error.message})"
+                        f"(last: {_describe(error)})"
                     ) from error
                 delay = self._delay(attempt, error)
                 self.retries += 1
-                log.warning(
-                    "%s: Notify answered %s, retry %d in %.1fs", description, status, attempt + 1, delay
-                )
+                log.warning("%s: %s, retry %d in %.1fs", description, _describe(error), attempt + 1, delay)
                 self._sleep(delay)
         raise AssertionError("unreachable")
 
