@@ -15,7 +15,8 @@ Both stream: a page is mapped and handed to the loader, which commits in chunks.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -43,6 +44,7 @@ class _ListWalk:
         self.newest_created_at: datetime | None = None
         self.pages = 0
         self.notifications = 0
+        self.unmapped: Counter[str] = Counter()
 
     def __iter__(self) -> Iterator[ProviderEvent]:
         for page in self.client.iter_pages():
@@ -57,9 +59,25 @@ class _ListWalk:
                         reached_stop = True
                         continue
                 self.notifications += 1
-                yield to_provider_event(notification, source="notify_list")
+                event = to_provider_event(notification, source="notify_list")
+                if event.delivery_status is None:
+                    self.unmapped[event.raw_status] += 1
+                yield event
             if reached_stop:
                 return
+
+
+def _report_unmapped(unmapped: Counter[str] | Iterable[ProviderEvent]) -> dict[str, int]:
+    """Count statuses mailtrace cannot map (stored raw, delivery_status NULL) and warn about them."""
+    if not isinstance(unmapped, Counter):
+        unmapped = Counter(e.raw_status for e in unmapped if e.delivery_status is None)
+    if unmapped:
+        log.warning(
+            "Notify reported statuses mailtrace does not map: %s; stored raw with delivery_status NULL "
+            "and left out of verdicts until mapped in mailtrace.providers.gc_notify",
+            dict(unmapped),
+        )
+    return dict(unmapped)
 
 
 def _watermark_state(walk: _ListWalk, previous: datetime | None) -> dict[str, str]:
@@ -109,6 +127,7 @@ def extract_list(
         "stop_before": stop_before.isoformat(),
         "watermark": new_watermark,
         "retries": client.retries,
+        "unmapped_statuses": _report_unmapped(walk.unmapped),
     }
     log.info("notify list extract: %s", result)
     return result
@@ -160,6 +179,7 @@ def lookup_open_events(
             read_sql("notify_record_lookups.sql"),
             {"event_ids": checked_ids, "found": found_flags, "checked_at": now},
         )
+    _report_unmapped(events)
     result = {"checked": len(checked_ids), "missing": found_flags.count(False), "inserted": inserted}
     log.info("notify id look-ups: %s", result)
     return result
