@@ -287,6 +287,46 @@ def test_change_to_an_address_that_already_bounced_clears_then_sets(warehouse_co
     assert [row[5] for row in flagged(warehouse_conn)] == ["e1"]
 
 
+def test_change_to_an_address_that_bounced_before_sets(warehouse_conn):
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    set_contact(warehouse_conn, "ida@example.gov", updated_at=long_ago)
+    add_event(warehouse_conn, "e1", "ida@example.gov", at(0), "delivered", verdict_at=long_ago)
+    add_event(
+        warehouse_conn,
+        "e2",
+        "ida@example.org",
+        at(1),
+        "permanent_failure",
+        "invalid_address",
+        verdict_at=long_ago,
+    )
+    assert run(warehouse_conn) == (0, 0)
+
+    # Only the contact moved; the event log did not (and no overlap re-reads it).
+    set_contact(warehouse_conn, "ida@example.org")
+    assert run(warehouse_conn, overlap=timedelta(0)) == (1, 0)
+    assert [row[5] for row in flagged(warehouse_conn)] == ["e2"]
+
+
+def test_contact_change_clears_even_without_a_newer_updated_at(warehouse_conn):
+    long_ago = datetime.now(UTC) - timedelta(days=2)
+    set_contact(warehouse_conn, "jo@example.gov", updated_at=long_ago)
+    add_event(
+        warehouse_conn,
+        "e1",
+        "jo@example.gov",
+        at(0),
+        "permanent_failure",
+        "invalid_address",
+        verdict_at=long_ago,
+    )
+    run(warehouse_conn)
+
+    # An application that rewrites the address without touching updated_at.
+    set_contact(warehouse_conn, "jo@example.org", updated_at=long_ago)
+    assert run(warehouse_conn, overlap=timedelta(0)) == (0, 1)
+
+
 def test_removed_contact_clears(warehouse_conn):
     set_contact(warehouse_conn, "ivy@example.gov")
     add_event(warehouse_conn, "e1", "ivy@example.gov", at(0), "permanent_failure", "invalid_address")
@@ -477,7 +517,8 @@ def test_rebuild_equals_incremental(warehouse_conn, seed, threshold):
             email = rng.choice(addresses[subject] + [addresses[subject][0].upper()])
             add_event(warehouse_conn, event_id, email, sent_at, status, reason, subject=subject)
             events.append(event_id)
-        update_flags(warehouse_conn, soft_failure_threshold=threshold)
+        # No overlap: nothing commits late here, so each run sees only what the cursors let through.
+        update_flags(warehouse_conn, soft_failure_threshold=threshold, overlap=timedelta(0))
     incremental = state(warehouse_conn)
     history_rows = history(warehouse_conn)
     assert incremental, "the scenario should leave some address flagged"
