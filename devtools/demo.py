@@ -117,9 +117,6 @@ def _airflow_env(warehouse_dsn: str, sim, s3_endpoint: str, smtp_port: int, queu
         "ENVIRONMENT": "demo",
         "SES_QUEUE_URL": queue_url,
         "NOTIFY_TEMPLATE_ID": "9f3c6f1e-5c1a-4c55-9a41-6a9c0a1f2b7d",
-        "RESEND_ALLOW_LIST": json.dumps(
-            ["delivered+str000001@example.gov", "delivered+str000002@example.gov"]
-        ),
         # The seeded mix fails ~14% of mail on purpose; alert below 75% so the demo run stays green.
         "ALERT_DELIVERY_RATE_FLOOR": "0.75",
         "ALERT_NOT_AT_PROVIDER_MAX": "1000",
@@ -329,6 +326,15 @@ def main() -> int:
             counts = seed_event_log(conn, sim, subjects=SUBJECTS, weeks=2)
             _say(f"seeded {counts}")
             _say(f"queued {_seed_ses(conn, s3_endpoint, queue_url)} SES events")
+            # Non-production resends only reach allow-listed addresses: allow two of the three
+            # demo recipients, so the outcome CSV shows both a send and an allow-list skip.
+            allowed = [
+                email
+                for (email,) in conn.execute(
+                    "SELECT email FROM mailtrace.contact WHERE subject_id IN ('STR-000001', 'STR-000002')"
+                )
+            ]
+            env["AIRFLOW_VAR_MAILTRACE_RESEND_ALLOW_LIST"] = json.dumps(allowed)
 
         failures = 0
         if _airflow(env, "db", "migrate", log_name="airflow-db-migrate"):
