@@ -59,11 +59,10 @@ def run_reconcile() -> dict:
 
 
 def run_flag_update() -> dict:
-    from mailtrace.flags import update_flags
+    from mailtrace.flags import threshold_from_settings, update_flags
 
-    threshold = get_setting("soft_failure_flag_threshold", None)
     with connect() as conn:
-        return update_flags(conn, soft_failure_threshold=int(threshold) if threshold else None)
+        return update_flags(conn, soft_failure_threshold=threshold_from_settings())
 
 
 def run_deliverability_check() -> dict:
