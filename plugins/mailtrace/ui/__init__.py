@@ -1,0 +1,1 @@
+"""The Delivery page inside the Airflow UI (a FastAPI app mounted by the api-server)."""

@@ -1,0 +1,162 @@
+"""Read-only queries behind the Delivery page (SQL in `sql/ui/`, values bound as parameters).
+
+Every function takes an open psycopg connection and returns plain dicts/lists ready for JSON;
+addresses are returned as stored, masking is the caller's job (`mailtrace.ui.masking`).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from mailtrace.paths import read_sql
+
+# Verdicts counted as failures on the chart, most severe first (CONTRACT.md §2).
+FAILURE_STATUSES = (
+    "permanent_failure",
+    "complaint",
+    "technical_failure",
+    "temporary_failure",
+    "not_at_provider",
+    "send_failed",
+)
+TIMELINE_EVENT_LIMIT = 500
+
+
+@cache
+def _sql(name: str) -> str:
+    return read_sql(f"ui/{name}.sql")
+
+
+def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_sql(name), params)
+        return cur.fetchall()
+
+
+def _rate(delivered: int, decided: int) -> float | None:
+    """delivered / events with a final verdict, as deliverability_daily computes it (4 places)."""
+    return round(delivered / decided, 4) if decided else None
+
+
+def trend(conn: psycopg.Connection, *, days: int, today: date | None = None) -> dict[str, Any]:
+    """Daily delivery rate and failures for the `days` UTC days ending `today` (default: today, UTC).
+
+    Returns `days` (one entry per calendar day, empty days included, oldest first) with sent,
+    delivered, pending, the rate and failures by verdict and by reason; and `by_type`, the window's
+    totals per notification type with failures by reason.
+    """
+    today = today or datetime.now(UTC).date()
+    first = today - timedelta(days=days - 1)
+    since = datetime.combine(first, time.min, tzinfo=UTC)
+    until = datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
+    rows = _rows(conn, "trend", {"since": since, "until": until})
+
+    def blank() -> dict[str, Any]:
+        return {
+            "sent": 0,
+            "delivered": 0,
+            "pending": 0,
+            "failures_by_status": defaultdict(int),
+            "failures_by_reason": defaultdict(int),
+        }
+
+    per_day: dict[date, dict[str, Any]] = {first + timedelta(days=i): blank() for i in range(days)}
+    per_type: dict[str, dict[str, Any]] = defaultdict(blank)
+    for row in rows:
+        status, n = row["delivery_status"], row["n"]
+        for bucket in (per_day[row["day"]], per_type[row["notification_type"]]):
+            bucket["sent"] += n
+            if status == "delivered":
+                bucket["delivered"] += n
+            elif status == "pending":
+                bucket["pending"] += n
+            elif status in FAILURE_STATUSES:
+                bucket["failures_by_status"][status] += n
+                bucket["failures_by_reason"][row["failure_reason"] or "unknown"] += n
+
+    def finish(bucket: dict[str, Any]) -> dict[str, Any]:
+        failed = sum(bucket["failures_by_status"].values())
+        return {
+            "sent": bucket["sent"],
+            "delivered": bucket["delivered"],
+            "pending": bucket["pending"],
+            "failed": failed,
+            "delivery_rate": _rate(bucket["delivered"], bucket["sent"] - bucket["pending"]),
+            "failures_by_status": dict(sorted(bucket["failures_by_status"].items())),
+            "failures_by_reason": dict(sorted(bucket["failures_by_reason"].items())),
+        }
+
+    return {
+        "since": first.isoformat(),
+        "until": today.isoformat(),
+        "days": [{"day": day.isoformat(), **finish(bucket)} for day, bucket in per_day.items()],
+        "by_type": [
+            {"notification_type": name, **finish(bucket)} for name, bucket in sorted(per_type.items())
+        ],
+    }
+
+
+def _listing(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    total = rows[0]["total"] if rows else 0
+    return {"total": total, "rows": [{k: v for k, v in row.items() if k != "total"} for row in rows]}
+
+
+def flagged(conn: psycopg.Connection, *, limit: int) -> dict[str, Any]:
+    return _listing(_rows(conn, "flagged", {"limit": limit}))
+
+
+def not_at_provider(conn: psycopg.Connection, *, since: datetime, limit: int) -> dict[str, Any]:
+    return _listing(_rows(conn, "not_at_provider", {"since": since, "limit": limit}))
+
+
+def pending_too_long(conn: psycopg.Connection, *, older_than: datetime, limit: int) -> dict[str, Any]:
+    return _listing(_rows(conn, "pending", {"older_than": older_than, "limit": limit}))
+
+
+def reports(conn: psycopg.Connection, *, kinds: list[str], limit: int) -> list[dict[str, Any]]:
+    return _rows(conn, "reports", {"kinds": kinds, "limit": limit})
+
+
+def report_object(conn: psycopg.Connection, report_id: int) -> dict[str, Any] | None:
+    rows = _rows(conn, "report_object", {"report_id": report_id})
+    return rows[0] if rows else None
+
+
+def subject_timeline(
+    conn: psycopg.Connection,
+    subject_id: str,
+    *,
+    subject_type: str | None = None,
+    limit: int = TIMELINE_EVENT_LIMIT,
+) -> dict[str, Any] | None:
+    """Everything about one subject: address of record, each notification with its provider events
+    in order, and the flag history. None when the warehouse knows nothing of the subject."""
+    if subject_type:
+        types = [subject_type]
+    else:
+        types = [row["subject_type"] for row in _rows(conn, "subject_types", {"subject_id": subject_id})]
+    params = {"subject_id": subject_id, "subject_types": types}
+    contacts = _rows(conn, "subject_contacts", params)
+    events = _rows(conn, "subject_events", {**params, "limit": limit})
+    history = _rows(conn, "subject_flag_history", params)
+    if not (contacts or events or history):
+        return None
+    truncated = len(events) > limit
+    events = events[:limit]
+    by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in _rows(conn, "subject_provider_events", {"event_ids": [e["event_id"] for e in events]}):
+        by_event[row.pop("event_id")].append(row)
+    return {
+        "subject_id": subject_id,
+        "subject_types": sorted({*types, *(c["subject_type"] for c in contacts)}),
+        "contacts": contacts,
+        "events": [{**event, "provider_events": by_event.get(event["event_id"], [])} for event in events],
+        "events_truncated": truncated,
+        "flag_history": history,
+    }
