@@ -61,9 +61,14 @@
     return d.toISOString().slice(0, 16).replace("T", " ") + " UTC";
   }
 
+  // A status pill coloured by its value (class s-<status>, or f-<action> for flag changes).
   function badge(status, prefix) {
     const text = status || "unknown";
-    return el("span", { class: "badge " + (prefix || "s-") + text, text: text.replace(/_/g, " ") });
+    return pill(text.replace(/_/g, " "), (prefix || "s-") + text);
+  }
+
+  function pill(text, cls) {
+    return el("span", { class: "badge " + cls, text: text });
   }
 
   function subjectLink(id) {
@@ -80,7 +85,8 @@
       el("thead", {}, el("tr", {}, columns.map((c) => el("th", { class: c.num ? "num" : null, text: c.label })))),
       el("tbody", {}, rows.map((row) => el("tr", {}, columns.map((c) => {
         const value = c.render ? c.render(row) : row[c.key];
-        return el("td", { class: c.num ? "num" : null }, value === null || value === undefined ? "" : value);
+        return el("td", { class: c.num ? "num" : c.nowrap ? "nowrap" : null },
+          value === null || value === undefined ? "" : value);
       }))))
     );
   }
@@ -225,7 +231,7 @@
   // ---------------------------------------------------------------- lists
 
   const subjectColumns = [
-    { label: "Subject", render: (r) => subjectLink(r.subject_id) },
+    { label: "Subject", nowrap: true, render: (r) => subjectLink(r.subject_id) },
     { key: "subject_type", label: "Type" },
   ];
 
@@ -235,8 +241,8 @@
       fill("flagged-table", table([
         ...subjectColumns,
         { key: "email", label: "Address" },
-        { label: "Reason", render: (r) => badge(r.failure_reason, "s-") },
-        { label: "Since", render: (r) => when(r.flagged_at) },
+        { label: "Reason", render: (r) => pill(r.failure_reason.replace(/_/g, " "), "f-set") },
+        { label: "Since", nowrap: true, render: (r) => when(r.flagged_at) },
       ], listing.rows, "No flagged addresses."));
     }, (error) => failed("flagged-table", error));
   }
@@ -245,7 +251,7 @@
     return api("not-at-provider", { days: 30, limit: 200 }).then((listing) => {
       countText("nap-count", listing);
       fill("nap-table", table([
-        { label: "Sent", render: (r) => when(r.sent_at) },
+        { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
         ...subjectColumns,
         { key: "notification_type", label: "Notification" },
         { key: "recipient_email", label: "To" },
@@ -260,7 +266,7 @@
     return api("pending", { hours, limit: 200 }).then((listing) => {
       countText("pending-count", listing);
       fill("pending-table", table([
-        { label: "Sent", render: (r) => when(r.sent_at) },
+        { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
         ...subjectColumns,
         { key: "notification_type", label: "Notification" },
         { key: "recipient_email", label: "To" },
@@ -276,7 +282,7 @@
         { key: "period_label", label: "Period" },
         { key: "period_kind", label: "Kind" },
         { key: "row_count", label: "Failed", num: true },
-        { label: "Built", render: (r) => when(r.built_at) },
+        { label: "Built", nowrap: true, render: (r) => when(r.built_at) },
         { label: "Emailed", render: (r) => (r.sent_at ? when(r.sent_at) + " (" + (r.delivery || "no file") + ")" : "not yet") },
         { label: "Object", render: (r) => [
           el("code", { text: r.s3_uri }),
@@ -319,8 +325,8 @@
     const contacts = t.contacts.map((c) => el("div", {},
       "Address of record (" + c.subject_type + "): ", el("strong", { text: c.email }),
       " · updated " + when(c.updated_at) + " ",
-      c.flag_reason ? [badge("flagged", "f-set"), " since " + when(c.flagged_at) + " (" + c.flag_reason.replace(/_/g, " ") + ")"]
-        : badge("not flagged", "s-delivered")));
+      c.flag_reason ? [pill("flagged", "f-set"), " since " + when(c.flagged_at) + " (" + c.flag_reason.replace(/_/g, " ") + ")"]
+        : pill("not flagged", "s-delivered")));
 
     return el("div", { id: "timeline-result", "data-subject": t.subject_id },
       el("h3", { text: t.subject_id + " (" + t.subject_types.join(", ") + ")" }),

@@ -1,0 +1,346 @@
+"""End to end: the real `airflow api-server` serves the Delivery page; headless Chromium renders it.
+
+Issue 10.
+
+Airflow runs with its own temporary AIRFLOW_HOME (metadata DB migrated first), the repository's
+plugins folder and the simple auth manager in all-admins mode (every request is an admin, so the
+browser needs no sign-in; refusing anonymous users is covered by tests/test_ui_routes.py). The
+warehouse is a per-test Postgres database wired as AIRFLOW_CONN_MAILTRACE_WAREHOUSE.
+
+Chromium is Debian's (`/usr/bin/chromium`), installed with apt-get when absent and running as root;
+otherwise the test is skipped. The screenshot is saved under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+SERVER_START_SECONDS = 180
+ALICE = "alice.smith@example.gov"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip(
+            "headless Chromium not found and cannot install it (needs root and apt-get): apt install chromium"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    installed = subprocess.run(
+        ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env
+    )
+    if installed.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
+        installed = subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env
+        )
+    found = shutil.which("chromium")
+    if not found:
+        pytest.skip(f"could not install Debian's chromium package: {installed.stderr.strip()[-500:]}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    return find_chromium()
+
+
+def populate(conn) -> None:
+    """Two weeks of sends with failures of every kind, and one subject's full history."""
+    with conn.transaction():
+        conn.execute(
+            """
+            INSERT INTO mailtrace.notification_event
+                (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                 provider_reference, sent_at, local_status, delivery_status, failure_reason)
+            SELECT format('B-%s-%s', d, i), 'registration',
+                   format('STR-%s', lpad((1000 + i)::text, 6, '0')),
+                   (ARRAY['NOC', 'APPROVAL', 'RENEWAL_REMINDER'])[1 + i % 3],
+                   format('person%s@example.gov', i), 'gc_notify', format('nb-%s-%s', d, i),
+                   date_trunc('day', now()) - make_interval(days => d) + interval '1 minute' * i,
+                   'SENT', v.status, v.reason
+              FROM generate_series(0, 13) AS d,
+                   generate_series(1, 40 + d * 2) AS i,
+                   LATERAL (SELECT CASE
+                       WHEN (i * 7 + d * 3) % 19 = 0 THEN 'permanent_failure'
+                       WHEN (i + d) % 23 = 0 THEN 'temporary_failure'
+                       WHEN (i * 3 + d) % 29 = 0 THEN 'technical_failure'
+                       WHEN (i + 2 * d) % 41 = 0 THEN 'not_at_provider'
+                       WHEN d = 0 AND i % 4 = 0 THEN 'pending'
+                       ELSE 'delivered' END AS status) s,
+                   LATERAL (SELECT s.status,
+                       CASE s.status
+                           WHEN 'permanent_failure' THEN
+                               (ARRAY['invalid_address', 'suppressed'])[1 + (i + d) % 2]
+                           WHEN 'temporary_failure' THEN 'mailbox_full'
+                           WHEN 'technical_failure' THEN 'provider_error'
+                           WHEN 'not_at_provider' THEN 'unknown'
+                       END AS reason) v
+            """
+        )
+        conn.execute(
+            """
+            INSERT INTO mailtrace.notification_event
+                (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                 provider_reference, sent_at, local_status, delivery_status, failure_reason, delivery_detail)
+            VALUES ('T-1', 'registration', 'STR-000001', 'NOC', %(alice)s, 'gc_notify', 'tn-1',
+                    now() - interval '6 days', 'SENT', 'delivered', NULL, NULL),
+                   ('T-2', 'registration', 'STR-000001', 'APPROVAL', %(alice)s, 'gc_notify', 'tn-2',
+                    now() - interval '3 days', 'SENT', 'permanent_failure', 'invalid_address',
+                    'No such mailbox')
+            """,
+            {"alice": ALICE},
+        )
+        conn.execute(
+            """
+            INSERT INTO mailtrace.provider_event
+                (provider, provider_reference, raw_status, delivery_status, failure_reason, detail,
+                 event_at, source)
+            VALUES ('gc_notify', 'tn-1', 'sending', 'pending', NULL, NULL, now() - interval '6 days', 'test'),
+                   ('gc_notify', 'tn-1', 'delivered', 'delivered', NULL, NULL,
+                    now() - interval '6 days' + interval '2 minutes', 'test'),
+                   ('gc_notify', 'tn-2', 'sending', 'pending', NULL, NULL, now() - interval '3 days', 'test'),
+                   ('gc_notify', 'tn-2', 'permanent-failure', 'permanent_failure', 'invalid_address',
+                    'No such mailbox', now() - interval '3 days' + interval '4 minutes', 'test')
+            """
+        )
+        conn.execute(
+            "INSERT INTO mailtrace.contact (subject_type, subject_id, email) "
+            "VALUES ('registration', 'STR-000001', %s)",
+            (ALICE,),
+        )
+        conn.execute(
+            """
+            INSERT INTO mailtrace.address_flag
+                (subject_type, subject_id, email, failure_reason, cause, flagged_at, last_failed_event_id)
+            VALUES ('registration', 'STR-000001', %(alice)s, 'invalid_address', 'bounce',
+                    now() - interval '3 days', 'T-2')
+            """,
+            {"alice": ALICE},
+        )
+        conn.execute(
+            """
+            INSERT INTO mailtrace.flag_history
+                (subject_type, subject_id, email, action, failure_reason, cause, event_id, happened_at)
+            VALUES ('registration', 'STR-000001', %s, 'set', 'invalid_address', 'bounce', 'T-2',
+                    now() - interval '3 days')
+            """,
+            (ALICE,),
+        )
+        conn.execute(
+            """
+            INSERT INTO mailtrace.report_manifest
+                (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
+                 row_count, byte_count, checksum_sha256, summary)
+            VALUES ('mailtrace-reports', 'failed-notifications/2026-W10.csv', 'weekly',
+                    '2026-03-02T08:00:00Z', '2026-03-09T07:00:00Z', 'America/Vancouver', '2026-W10',
+                    42, 4096, repeat('a', 64), '{}')
+            """
+        )
+
+
+def get(base_url: str, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(base_url + path, timeout=30) as response:  # noqa: S310 - loopback
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def api_server(tmp_path, warehouse_dsn):
+    """The real api-server on a free loopback port, with this repository's plugins; yields its URL."""
+    home = tmp_path / "airflow-home"
+    dags = tmp_path / "dags"
+    home.mkdir()
+    dags.mkdir()
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "mailtrace-browser-test-" + "s" * 48,
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "MAILTRACE_SQL_DIR": str(REPO_ROOT / "sql"),
+        "MAILTRACE_TEMPLATES_DIR": str(REPO_ROOT / "templates"),
+    }
+    migrated = subprocess.run([AIRFLOW, "db", "migrate"], capture_output=True, text=True, env=env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+
+    port = free_port()
+    log_path = tmp_path / "api-server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [AIRFLOW, "api-server", "--apps", "core", "-H", "127.0.0.1", "-p", str(port), "-w", "1"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_SECONDS
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"api-server exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                status, _ = get(base_url, "/api/v2/monitor/health")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"api-server did not answer:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehouse_conn, api_server, tmp_path):
+    populate(warehouse_conn)
+
+    # The api-server loaded the plugin: its app answers, and the UI is told about the nav entry.
+    status, body = get(api_server, "/api/v2/plugins")
+    assert status == 200
+    plugins = {p["name"]: p for p in json.loads(body)["plugins"]}
+    views = plugins["mailtrace_delivery"]["external_views"]
+    assert [(v["name"], v["url_route"], v["destination"]) for v in views] == [("Delivery", "delivery", "nav")]
+    status, body = get(api_server, "/mailtrace/api/me")
+    assert status == 200 and json.loads(body)["full_addresses"] is True
+
+    page = f"{api_server}/mailtrace/?subject=STR-000001"
+    dumped = run_chromium(
+        chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", page
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+
+    # The chart: an SVG with one column per day, failure bars and the delivery-rate line.
+    chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dom, re.S)
+    assert chart, "trend chart not drawn"
+    assert 'data-days="30"' in chart.group(0)
+    assert len(re.findall(r'<rect class="bar"', chart.group(0))) >= 14
+    assert re.search(r'<path class="rate-line" d="M[\d. ]+(L[\d. ]+){10,}"', chart.group(0))
+
+    # The looked-up timeline: both notifications, their provider events in order, the flag.
+    timeline = re.search(r'<div id="timeline-result" data-subject="STR-000001">.*?</ol></div>', dom, re.S)
+    assert timeline, "timeline not rendered"
+    text = timeline.group(0)
+    assert text.count('class="tl-event"') == 2
+    assert text.count('class="provider-event"') == 4
+    assert text.index(">sending<") < text.index(">permanent-failure<")
+    assert 'class="tl-flag set"' in text
+    assert ALICE in text  # all-admins: the admin sees addresses in full
+
+    # Lists and reports filled in.
+    assert "s3://mailtrace-reports/failed-notifications/2026-W10.csv" in dom
+    assert re.search(r'id="flagged-count">\(1\)<', dom)
+    assert "Could not load" not in dom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "delivery-page.png"
+    screenshot.unlink(missing_ok=True)
+    shot = run_chromium(
+        chromium,
+        tmp_path / "profile-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1400,1000",
+        page,
+    )
+    assert screenshot.exists(), shot.stderr[-2000:]
+    png = screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") == 1400  # IHDR width
+
+
+def test_delivery_nav_entry_opens_the_page_inside_the_airflow_ui(
+    chromium, warehouse_conn, api_server, tmp_path
+):
+    populate(warehouse_conn)
+    # The UI's route for an external view with url_route "delivery" frames the plugin page.
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-ui",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        f"{api_server}/plugin/delivery",
+    )
+    frame = re.search(r"<iframe[^>]*>", dumped.stdout)
+    assert frame, dumped.stdout[-3000:]
+    assert 'title="Delivery"' in frame.group(0)
+    assert 'src="mailtrace/"' in frame.group(0)
+    assert ">Delivery<" in dumped.stdout  # the top-level nav entry
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "delivery-in-airflow.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-ui-shot",
+        "--virtual-time-budget=15000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1400,1000",
+        f"{api_server}/plugin/delivery",
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
