@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+from psycopg import sql
 
 from mailtrace.paths import SQL_DIR
 from mailtrace.warehouse import LOAD_LOCK, get_state, require_no_open_transaction, set_state
@@ -23,6 +24,14 @@ DEFAULT_GRACE = timedelta(hours=2)
 # Events without any verdict are revisited while they are this young; beyond it the provider
 # has long dropped them (Notify keeps ~7 days), so nothing new can be learnt about them.
 DEFAULT_OPEN_WINDOW = timedelta(days=10)
+# Memory for the run's sorts and hashes (this transaction only): a large catch-up run then sorts and
+# hashes in memory instead of spilling to temporary files.
+WORK_MEM = "64MB"
+# Statements that create a temporary table the next statements join: ANALYZE it at once, so they are
+# planned for the rows it really holds (10 or 10 million), not for a guess.
+# A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
+ANALYZE_FRACTION = 0.1
+_ANALYZE_AFTER = {"01_affected.sql": "reconcile_affected", "02_verdict.sql": "reconcile_verdict"}
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -30,6 +39,20 @@ def _statements() -> list[tuple[str, str]]:
         (path.name, path.read_text(encoding="utf-8"))
         for path in sorted((SQL_DIR / "reconcile").glob("*.sql"))
     ]
+
+
+def _refresh_statistics(conn: psycopg.Connection, new_rows: int) -> None:
+    """ANALYZE provider_event when this run's rows are a large part of it (a first or catch-up load).
+
+    The statements below pick index look-ups for a small delta and hash joins for a large one, but
+    only if the planner knows how many rows "id > cursor" holds; autovacuum would re-analyse the table
+    after such a load anyway (its default threshold is the same 10 %), just not before this run.
+    """
+    (known_rows,) = conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'mailtrace.provider_event'::regclass"
+    ).fetchone()
+    if new_rows > 0 and new_rows > ANALYZE_FRACTION * max(known_rows, 0):
+        conn.execute("ANALYZE mailtrace.provider_event")
 
 
 def reconcile(
@@ -45,8 +68,10 @@ def reconcile(
     counts: dict[str, int] = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+        conn.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
         cursor = int(get_state(conn, CURSOR_STATE) or 0)
         (high_water,) = conn.execute("SELECT coalesce(max(id), 0) FROM mailtrace.provider_event").fetchone()
+        _refresh_statistics(conn, high_water - cursor)
         params = {
             "cursor": cursor,
             "high_water": high_water,
@@ -56,6 +81,8 @@ def reconcile(
         for name, statement in _statements():
             result = conn.execute(statement, params)
             counts[name.removesuffix(".sql")] = result.rowcount
+            if name in _ANALYZE_AFTER:
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_ANALYZE_AFTER[name])))
         set_state(conn, CURSOR_STATE, str(high_water))
     summary = {
         "provider_events": high_water - cursor,

@@ -60,3 +60,6 @@ FROM reconcile_affected a
 JOIN mailtrace.notification_event e ON e.event_id = a.event_id
 LEFT JOIN winners w ON w.event_id = a.event_id
 LEFT JOIN mailtrace.provider_lookup l ON l.event_id = a.event_id
+-- In the event log's physical order, so 03_apply writes its pages (and the indexes that follow
+-- insertion order) sequentially instead of at random: a large run then costs a scan, not a seek per row.
+ORDER BY e.ctid
