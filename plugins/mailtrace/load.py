@@ -23,6 +23,7 @@ from mailtrace.warehouse import LOAD_LOCK, require_no_open_transaction, set_stat
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 50_000
+WORK_MEM = "32MB"
 
 _CREATE_STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS provider_event_stage (
@@ -42,6 +43,8 @@ def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: Sta
         # Serialise loaders so identity values become visible in order: reconcile's "id > cursor"
         # then never skips a row that a slower concurrent load commits later.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+        # Room to sort a whole chunk in memory (the default spills a 50,000-row chunk to disk).
+        conn.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
         conn.execute(_CREATE_STAGE)
         with conn.cursor() as cur:
             with cur.copy(_COPY_STAGE) as copy:
