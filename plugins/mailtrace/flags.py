@@ -1,21 +1,22 @@
 """Invalid-address flags that set and clear themselves (issue 5, CONTRACT.md §3).
 
 A subject's flag is a pure function of the event log and the contact table (the rule is spelled out
-in `sql/flags_apply.sql`), so the incremental run and a full rebuild run the same statement over a
+in `sql/flags_verdict.sql`), so the incremental run and a full rebuild run the same statements over a
 different set of subjects and cannot disagree. Each run compares what the rule says with
-`mailtrace.address_flag`, writes one `mailtrace.flag_history` row per flag set or cleared, and updates
-the state; a run with nothing new writes nothing.
+`mailtrace.address_flag`, writes one `mailtrace.flag_history` row per flag set or cleared
+(`sql/flags_apply.sql`), and updates the state; a run with nothing new writes nothing.
 
-The incremental run looks only at subjects touched since its cursors: events whose verdict changed
-(`delivery_updated_at`, stamped by reconcile) and contacts changed (`updated_at`), each re-read with an
-overlap, because those timestamps are taken when a transaction starts and it may commit later.
-Flagged subjects whose contact address changed are always looked at, whatever the timestamps say.
+The incremental run looks only at subjects touched since the previous run started: events whose
+verdict changed (`delivery_updated_at`, stamped by reconcile) and contacts changed (`updated_at`),
+with an overlap, because those timestamps are taken when a transaction starts and it may commit
+later. Flagged subjects whose contact address changed are always looked at, whatever the timestamps
+say.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
@@ -26,14 +27,13 @@ log = logging.getLogger(__name__)
 
 # Serialises flag runs with each other, so two of them never record the same transition twice.
 FLAGS_LOCK = 7_301_003
-EVENTS_CURSOR_STATE = "flags_events_cursor"
-CONTACTS_CURSOR_STATE = "flags_contacts_cursor"
+# When the last run started (database clock); the next one looks at what changed after it.
+CURSOR_STATE = "flags_cursor"
 THRESHOLD_STATE = "flags_soft_failure_threshold"
 # How far behind its cursor the incremental run looks again: longer than any transaction that
 # stamps delivery_updated_at or contact.updated_at stays open before it commits.
 DEFAULT_OVERLAP = timedelta(hours=1)
 THRESHOLD_SETTING = "soft_failure_flag_threshold"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def threshold_from_settings() -> int | None:
@@ -89,37 +89,23 @@ def _run(
     require_no_open_transaction(conn, "rebuild_flags" if full else "update_flags")
     with conn.transaction(force_rollback=dry_run):
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (FLAGS_LOCK,))
-        events_cursor, contacts_cursor = conn.execute(read_sql("flags_cursors.sql")).fetchone()
-        stored_events = _stored_time(conn, EVENTS_CURSOR_STATE)
-        stored_contacts = _stored_time(conn, CONTACTS_CURSOR_STATE)
+        (started_at,) = conn.execute("SELECT now()").fetchone()
+        cursor = get_state(conn, CURSOR_STATE)
         threshold_text = "off" if threshold is None else str(threshold)
-        full = (
-            full
-            or stored_events is None
-            or stored_contacts is None
-            or get_state(conn, THRESHOLD_STATE) != threshold_text
+        full = full or cursor is None or get_state(conn, THRESHOLD_STATE) != threshold_text
+        since = None if full else datetime.fromisoformat(cursor) - overlap
+        conn.execute(read_sql("flags_prepare.sql"))
+        conn.execute(
+            read_sql("flags_scope.sql"),
+            {"full": full, "since": since},
         )
-        evaluated, set_count, cleared_count = conn.execute(
-            read_sql("flags_apply.sql"),
-            {
-                "full": full,
-                "events_since": None if full else stored_events - overlap,
-                "contacts_since": None if full else stored_contacts - overlap,
-                "soft_failure_threshold": threshold,
-            },
-        ).fetchone()
-        for name, newest, stored in (
-            (EVENTS_CURSOR_STATE, events_cursor, stored_events),
-            (CONTACTS_CURSOR_STATE, contacts_cursor, stored_contacts),
-        ):
-            # An empty table has no maximum yet: the next run then starts from the beginning.
-            set_state(conn, name, max(filter(None, (newest, stored)), default=_EPOCH).isoformat())
+        conn.execute("ANALYZE pg_temp.flag_scope")
+        conn.execute(read_sql("flags_verdict.sql"), {"soft_failure_threshold": threshold})
+        conn.execute("ANALYZE pg_temp.flag_verdict")
+        set_count, cleared_count = conn.execute(read_sql("flags_apply.sql")).fetchone()
+        (evaluated,) = conn.execute("SELECT count(*) FROM pg_temp.flag_scope").fetchone()
+        set_state(conn, CURSOR_STATE, started_at.isoformat())
         set_state(conn, THRESHOLD_STATE, threshold_text)
         counts = {"full": full, "evaluated": evaluated, "set": set_count, "cleared": cleared_count}
     log.info("address flags%s: %s", " (dry run, rolled back)" if dry_run else "", counts)
     return counts
-
-
-def _stored_time(conn: psycopg.Connection, name: str) -> datetime | None:
-    value = get_state(conn, name)
-    return datetime.fromisoformat(value) if value else None

@@ -1,6 +1,6 @@
 -- Invalid-address flags (issue 5, CONTRACT.md §3): the current flag per subject, its audit history,
 -- the contract view the examiner dashboard reads and a read-only export for the application.
--- A flag is a pure function of the event log and the contact table (see sql/flags_apply.sql), so
+-- A flag is a pure function of the event log and the contact table (see sql/flags_verdict.sql), so
 -- address_flag can always be recomputed; flag_history records every transition as it was observed.
 
 -- Current state: one row per subject whose address is flagged. `email` is the normalised address

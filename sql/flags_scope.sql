@@ -1,0 +1,20 @@
+-- The subjects a flags run looks at. Parameters: full (boolean: every subject), since (timestamptz:
+-- the last run's start minus the overlap; NULL when full).
+INSERT INTO pg_temp.flag_scope (subject_type, subject_id)
+SELECT subject_type, subject_id FROM mailtrace.contact WHERE %(full)s
+UNION
+SELECT subject_type, subject_id FROM mailtrace.address_flag WHERE %(full)s
+UNION
+-- verdicts reconcile changed (it stamps delivery_updated_at = now() on every change)
+SELECT subject_type, subject_id FROM mailtrace.notification_event
+ WHERE NOT %(full)s AND delivery_updated_at > %(since)s
+UNION
+SELECT subject_type, subject_id FROM mailtrace.contact
+ WHERE NOT %(full)s AND updated_at > %(since)s
+UNION
+-- Flags whose contact changed or vanished, whatever its updated_at says: cheap (flags are few) and it
+-- makes clearing on a contact change independent of how the application stamps updated_at.
+SELECT f.subject_type, f.subject_id
+  FROM mailtrace.address_flag f
+  LEFT JOIN mailtrace.contact c USING (subject_type, subject_id)
+ WHERE NOT %(full)s AND (c.email IS NULL OR lower(btrim(c.email)) <> f.email);

@@ -1,0 +1,61 @@
+-- What the flag rule says for every subject in scope (pg_temp.flag_scope) that has a contact.
+--
+-- Rule, over the subject's notifications sent to its current address (both normalised lower(btrim())):
+-- the address is flagged when, among the failures sent no earlier than its latest delivery, there is a
+-- hard bounce (permanent_failure: invalid_address / suppressed) or at least %(soft_failure_threshold)s
+-- soft ones (temporary_failure: mailbox_full / no_receipt; NULL threshold: soft failures never flag).
+-- Only a strictly later-sent delivery (or complaint: delivered, then marked as spam) clears it. Other
+-- outcomes (technical or send failures, content rejections, pending) say nothing about the address and
+-- are ignored. The result depends on the data alone, never on the order it arrived in.
+INSERT INTO pg_temp.flag_verdict
+       (subject_type, subject_id, email, contact_updated_at, flagged_at, cause, start_event_id,
+        start_failure_reason, failure_reason, last_failed_event_id, delivered_at, delivered_event_id)
+WITH evidence AS (
+    SELECT c.subject_type, c.subject_id, lower(btrim(c.email)) AS email, c.updated_at AS contact_updated_at,
+           e.event_id, e.sent_at, e.failure_reason,
+           CASE WHEN e.delivery_status IN ('delivered', 'complaint') THEN 'delivered'
+                WHEN e.delivery_status = 'permanent_failure' THEN 'hard'
+                WHEN e.delivery_status = 'temporary_failure' THEN 'soft' END AS kind
+      FROM pg_temp.flag_scope s
+      JOIN mailtrace.contact c USING (subject_type, subject_id)
+      LEFT JOIN mailtrace.notification_event e
+        ON e.subject_type = c.subject_type
+       AND e.subject_id = c.subject_id
+       AND lower(btrim(e.recipient_email)) = lower(btrim(c.email))
+       AND (e.delivery_status IN ('delivered', 'complaint')
+            OR (e.delivery_status = 'permanent_failure' AND e.failure_reason IN ('invalid_address', 'suppressed'))
+            OR (e.delivery_status = 'temporary_failure' AND e.failure_reason IN ('mailbox_full', 'no_receipt')))
+),
+-- A failure is still open when no delivery was sent strictly after it.
+classified AS (
+    SELECT ev.*,
+           ev.kind IN ('hard', 'soft')
+           AND ev.sent_at >= coalesce(max(ev.sent_at) FILTER (WHERE ev.kind = 'delivered') OVER subject,
+                                      '-infinity') AS is_open
+      FROM evidence ev
+    WINDOW subject AS (PARTITION BY ev.subject_type, ev.subject_id)
+),
+-- The failure that flags the address: any open hard bounce, or the N-th open soft failure.
+marked AS (
+    SELECT o.*,
+           o.is_open AND (o.kind = 'hard' OR (o.kind = 'soft' AND o.soft_streak = %(soft_failure_threshold)s))
+               AS flags_it
+      FROM (SELECT w.*,
+                   count(*) FILTER (WHERE w.is_open AND w.kind = 'soft')
+                       OVER (PARTITION BY w.subject_type, w.subject_id
+                             ORDER BY w.sent_at, w.event_id ROWS UNBOUNDED PRECEDING) AS soft_streak
+              FROM classified w) o
+)
+SELECT subject_type, subject_id, email, contact_updated_at,
+       min(sent_at) FILTER (WHERE flags_it),
+       (array_agg(CASE kind WHEN 'hard' THEN 'bounce' ELSE 'soft_failures' END ORDER BY sent_at, event_id)
+            FILTER (WHERE flags_it))[1],
+       (array_agg(event_id ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1],
+       (array_agg(failure_reason ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1],
+       (array_agg(failure_reason ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC)
+            FILTER (WHERE is_open))[1],
+       (array_agg(event_id ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC) FILTER (WHERE is_open))[1],
+       max(sent_at) FILTER (WHERE kind = 'delivered'),
+       (array_agg(event_id ORDER BY sent_at DESC, event_id DESC) FILTER (WHERE kind = 'delivered'))[1]
+  FROM marked
+ GROUP BY subject_type, subject_id, email, contact_updated_at;
