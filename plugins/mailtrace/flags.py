@@ -95,10 +95,7 @@ def _run(
         full = full or cursor is None or get_state(conn, THRESHOLD_STATE) != threshold_text
         since = None if full else datetime.fromisoformat(cursor) - overlap
         conn.execute(read_sql("flags_prepare.sql"))
-        conn.execute(
-            read_sql("flags_scope.sql"),
-            {"full": full, "since": since},
-        )
+        conn.execute(read_sql("flags_scope.sql"), {"full": full, "since": since})
         conn.execute("ANALYZE pg_temp.flag_scope")
         conn.execute(read_sql("flags_verdict.sql"), {"soft_failure_threshold": threshold})
         conn.execute("ANALYZE pg_temp.flag_verdict")
