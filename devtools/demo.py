@@ -323,7 +323,7 @@ def main() -> int:
         with psycopg.connect(warehouse_dsn) as conn:
             applied = apply_migrations(conn)
             _say(f"warehouse migrations applied: {', '.join(applied) or 'none needed'}")
-            counts = seed_event_log(conn, sim, subjects=SUBJECTS, weeks=2)
+            counts = seed_event_log(conn, sim, subjects=SUBJECTS, weeks=1)
             _say(f"seeded {counts}")
             _say(f"queued {_seed_ses(conn, s3_endpoint, queue_url)} SES events")
             # Non-production resends only reach allow-listed addresses: allow two of the three
