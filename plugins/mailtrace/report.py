@@ -207,10 +207,13 @@ def _period_from_manifest(manifest: dict) -> ReportPeriod:
 
 
 def neutralise_cell(value: str | None) -> str:
-    """Prefix `'` to a cell a spreadsheet would run as a formula; the text stays readable and exact."""
+    """Prefix `'` to a cell a spreadsheet would run as a formula; the text stays readable and exact.
+
+    Leading spaces do not make a formula safe (some spreadsheets trim them), as for the outcome CSV.
+    """
     if value is None:
         return ""
-    if value.startswith(FORMULA_TRIGGERS):
+    if value.lstrip(" ").startswith(FORMULA_TRIGGERS):
         return "'" + value
     return value
 
