@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import make_msgid
+from email.utils import getaddresses, make_msgid
 
 from mailtrace.privacy import mask_email
 
@@ -22,9 +22,21 @@ class Attachment:
 
 
 def _single_line(value: str, field: str) -> str:
-    """Refuse CR/LF in header values: a newline would let data inject extra headers."""
-    if "\r" in value or "\n" in value:
+    """Refuse line breaks in header values: a newline would let data inject extra headers.
+
+    Every character str.splitlines() breaks on counts, since the email package refuses them as well.
+    """
+    if len(value.splitlines()) > 1 or value.endswith(("\r", "\n")):
         raise ValueError(f"{field} must be a single line")
+    return value
+
+
+def _one_address(value: str) -> str:
+    """A recipient must be exactly one address: a comma or semicolon would smuggle in more recipients."""
+    _single_line(value, "recipient")
+    parsed = getaddresses([value.replace(";", ",")])
+    if len(parsed) != 1 or "@" not in parsed[0][1]:
+        raise ValueError(f"recipient must be one email address, got {len(parsed)} parts")
     return value
 
 
@@ -41,7 +53,7 @@ def build_message(
         raise ValueError("no recipients")
     message = EmailMessage()
     message["From"] = _single_line(sender, "sender")
-    message["To"] = ", ".join(_single_line(address, "recipient") for address in to)
+    message["To"] = ", ".join(_one_address(address) for address in to)
     message["Subject"] = _single_line(subject, "subject")
     message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
     message.set_content(text)
