@@ -27,6 +27,9 @@ class Thresholds:
             raise ValueError("delivery_rate_floor must be between 0 and 1")
         if self.not_at_provider_max < 0 or self.min_sample < 0:
             raise ValueError("thresholds must not be negative")
+        # A negative grace or an empty window would measure nothing and so never alert.
+        if self.grace < timedelta(0) or self.window <= timedelta(0):
+            raise ValueError("grace must not be negative and window must be positive")
 
 
 class DeliverabilityAlert(RuntimeError):
