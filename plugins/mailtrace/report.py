@@ -71,6 +71,8 @@ CSV_COLUMNS = (
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 
 MAX_ADHOC_DAYS = 366
+EARLIEST_DAY = date(1970, 1, 1)
+LATEST_DAY = date(9998, 12, 31)
 DEFAULT_ATTACH_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_LINK_EXPIRY_HOURS = 72
 # S3 (SigV4) refuses presigned URLs valid for longer than seven days.
@@ -175,6 +177,9 @@ def adhoc_period(start: Any, end: Any, timezone: str = DEFAULT_TIMEZONE) -> Repo
     last = _parse_day(end, "end")
     if last < first:
         raise ReportPeriodError(f"end {last.isoformat()} is before start {first.isoformat()}")
+    if first < EARLIEST_DAY or last > LATEST_DAY:
+        # Beyond these the period's bounds (and the previous period's) overflow Python's dates.
+        raise ReportPeriodError(f"dates must lie between {EARLIEST_DAY} and {LATEST_DAY}")
     days = (last - first).days + 1
     if days > MAX_ADHOC_DAYS:
         raise ReportPeriodError(f"period of {days} days is longer than the maximum of {MAX_ADHOC_DAYS}")
