@@ -127,3 +127,19 @@ def test_detail_joins_description_and_provider_response():
         notification("permanent-failure", status_description="Blocked", provider_response="on a list")
     )
     assert event.detail == "Blocked | on a list"
+
+
+@pytest.mark.parametrize(
+    ("subtype", "description", "reason"),
+    [
+        ("general", "Content or inbox issue", "unknown"),
+        ("mailbox-full", "Content or inbox issue", "mailbox_full"),
+        ("content-rejected", "Content or inbox issue", "content_rejected"),
+        (None, "Blocked", "mailbox_full"),
+    ],
+)
+def test_soft_bounce_never_gets_an_address_reason(subtype, description, reason):
+    event = to_provider_event(
+        notification("temporary-failure", status_description=description, feedback_subtype=subtype)
+    )
+    assert (event.delivery_status, event.failure_reason) == ("temporary_failure", reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -407,3 +408,56 @@ def test_two_extracts_at_once_are_refused(warehouse_conn, warehouse_dsn, notify_
         other.execute("SELECT pg_advisory_lock(%s)", (EXTRACT_LOCK_BASE,))
         with pytest.raises(RuntimeError, match="another Notify extract"):
             extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
+
+
+def test_failed_first_attempt_does_not_borrow_the_retry_receipt(warehouse_conn):
+    """The app reused its reference for a retry: the retry's delivery is not the failed attempt's."""
+    add_event(warehouse_conn, "first-try", local_status="FAILED", client_reference="REG-1")
+    add_event(warehouse_conn, "retry", provider_reference="n9", client_reference="REG-1")
+    delivered = final_event("n9", "delivered", "delivered", NOW - timedelta(minutes=5))
+    load_provider_events(warehouse_conn, [replace(delivered, client_reference="REG-1")])
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "retry") == ("delivered", None)
+    assert verdict(warehouse_conn, "first-try") == ("send_failed", "provider_error")
+
+
+def test_failed_send_that_reached_the_provider_gets_its_receipt(warehouse_conn):
+    """The send call timed out on the app's side but Notify had accepted it: the receipt tells."""
+    add_event(warehouse_conn, "timed-out", local_status="FAILED", client_reference="REG-2")
+    delivered = final_event("n10", "delivered", "delivered", NOW - timedelta(minutes=5))
+    load_provider_events(warehouse_conn, [replace(delivered, client_reference="REG-2")])
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "timed-out") == ("delivered", None)
+
+
+def test_pending_observation_never_reopens_not_at_provider(warehouse_conn, notify_sim):
+    missing_id = str(uuid.uuid4())
+    add_event(warehouse_conn, "gone", provider_reference=missing_id, sent_at=NOW - timedelta(hours=3))
+    lookup_open_events(warehouse_conn, make_client(notify_sim), now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "gone")[0] == "not_at_provider"
+
+    load_provider_events(warehouse_conn, [pending_event(missing_id, NOW - timedelta(minutes=1))])
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "gone")[0] == "not_at_provider"
+
+    late = final_event(missing_id, "delivered", "delivered", NOW)
+    load_provider_events(warehouse_conn, [late])
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "gone") == ("delivered", None)
+
+
+def test_old_failed_sends_get_a_verdict_outside_the_open_window(warehouse_conn):
+    add_event(warehouse_conn, "old-failure", local_status="FAILED", sent_at=NOW - timedelta(days=90))
+    add_event(warehouse_conn, "old-unknown", provider_reference="gone", sent_at=NOW - timedelta(days=90))
+    summary = reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "old-failure") == ("send_failed", "provider_error")
+    assert verdict(warehouse_conn, "old-unknown") == (None, None)
+    assert summary["affected"] == 1
+
+
+def test_notify_receipt_matches_whatever_form_the_app_logged_the_address_in(warehouse_conn):
+    add_event(warehouse_conn, "e1", provider_reference="n1", email="Person <person@example.gov>")
+    load_provider_events(warehouse_conn, [final_event("n1", "delivered", "delivered", NOW)])
+    reconcile(warehouse_conn, now=NOW)
+    assert verdict(warehouse_conn, "e1") == ("delivered", None)

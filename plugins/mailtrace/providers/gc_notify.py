@@ -104,18 +104,23 @@ def parse_timestamp(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+# Reasons that only a permanent failure can carry: a soft bounce with subtype "general" says nothing
+# about the address, and GC Notify's "Blocked" label exists only for permanent failures.
+_PERMANENT_ONLY_REASONS = frozenset({"invalid_address", "suppressed"})
+
+
 def _failure_reason(delivery_status: str, notification: dict[str, Any]) -> str:
     subtype = (notification.get("feedback_subtype") or "").strip().lower().replace("_", "-")
-    if subtype in _SUBTYPE_REASONS:
-        return _SUBTYPE_REASONS[subtype]
     detail = " ".join(
         str(notification.get(field) or "")
         for field in ("feedback_reason", "status_description", "provider_response")
     ).lower()
-    for keyword, reason in _DETAIL_KEYWORDS:
-        if keyword in detail:
+    candidates = [_SUBTYPE_REASONS.get(subtype)]
+    candidates += [reason for keyword, reason in _DETAIL_KEYWORDS if keyword in detail]
+    for reason in candidates:
+        if reason and (delivery_status == "permanent_failure" or reason not in _PERMANENT_ONLY_REASONS):
             return reason
-    return _DEFAULT_REASONS[delivery_status]
+    return "unknown" if subtype else _DEFAULT_REASONS[delivery_status]
 
 
 def _detail(notification: dict[str, Any]) -> str | None:
