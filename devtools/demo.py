@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import ExitStack
@@ -45,16 +46,31 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
+def _cluster_dir() -> Path:
+    """`.mailtrace/pg` in the project, unless the postgres user cannot reach it (a clone under /root)."""
+    preferred = STATE_DIR / "pg" / "data"
+    blocked = PgCluster.unreachable_ancestor(preferred)
+    if blocked is None:
+        return preferred
+    fallback = Path(tempfile.gettempdir()) / "mailtrace-demo-pg" / "data"
+    _say(f"the postgres user cannot enter {blocked}; keeping the demo cluster in {fallback} instead")
+    return fallback
+
+
 def _start_warehouse(stack: ExitStack) -> str:
-    """Return a DSN to a fresh demo database (recreated on every run so results are repeatable)."""
+    """Return a DSN to a fresh `mailtrace_demo` database (recreated on every run, so results repeat).
+
+    The database lives on the server in MAILTRACE_WAREHOUSE_URL when it is set (nothing else there is
+    touched), else on a cluster of the demo's own.
+    """
     admin_dsn = os.environ.get("MAILTRACE_WAREHOUSE_URL")
     if admin_dsn:
-        _say("using the warehouse in MAILTRACE_WAREHOUSE_URL")
-        return admin_dsn
-    cluster = PgCluster(STATE_DIR / "pg" / "data", port=_free_port())
-    admin_dsn = cluster.start()
-    stack.callback(cluster.stop)
-    _say(f"PostgreSQL cluster in {cluster.data_dir} on port {cluster.port}")
+        _say(f"creating database {DEMO_DB} on the server in MAILTRACE_WAREHOUSE_URL")
+    else:
+        cluster = PgCluster(_cluster_dir(), port=_free_port())
+        admin_dsn = cluster.start()
+        stack.callback(cluster.stop)
+        _say(f"PostgreSQL cluster in {cluster.data_dir} on port {cluster.port}")
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DEMO_DB)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
@@ -261,7 +277,8 @@ def _summary(warehouse_dsn: str, s3_endpoint: str, maildir: Path, sim) -> None:
     print("mailtrace demo: results")
     print("=" * 78)
     with psycopg.connect(warehouse_dsn) as conn:
-        print(f"\nWarehouse: {warehouse_dsn}  (schema mailtrace)")
+        shown = {k: v for k, v in psycopg.conninfo.conninfo_to_dict(warehouse_dsn).items() if k != "password"}
+        print(f"\nWarehouse: {psycopg.conninfo.make_conninfo(**shown)}  (schema mailtrace)")
         rows = conn.execute(
             """SELECT coalesce(delivery_status, '(no verdict)'), coalesce(failure_reason, ''), count(*)
                FROM mailtrace.notification_event GROUP BY 1, 2 ORDER BY 3 DESC"""

@@ -71,6 +71,21 @@ class PgCluster:
         self._run_as = self._unprivileged_user()
 
     @staticmethod
+    def unreachable_ancestor(path: Path) -> Path | None:
+        """The first folder above `path` the `postgres` user cannot enter (when we run as root), if any.
+
+        Root's home is usually mode 0700: a cluster under a clone in /root cannot be started there.
+        """
+        if os.geteuid() != 0:
+            return None
+        postgres_uid = pwd.getpwnam("postgres").pw_uid
+        for folder in reversed(Path(path).resolve().parents):
+            info = os.stat(folder)
+            if info.st_uid != postgres_uid and not info.st_mode & 0o001:
+                return folder
+        return None
+
+    @staticmethod
     def _unprivileged_user() -> list[str]:
         if os.geteuid() != 0:
             return []

@@ -1,10 +1,12 @@
 """The throwaway cluster the harness falls back to when no server answers at 127.0.0.1:5432."""
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from devtools.pgcluster import PgCluster, server_answers
 
@@ -20,3 +22,19 @@ def test_throwaway_cluster_starts_answers_and_stops():
         cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
     assert not server_answers(dsn, timeout_seconds=1)
+
+
+def test_unreachable_ancestor_names_the_folder_postgres_cannot_enter():
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the cluster to the postgres user")
+    root = Path(tempfile.mkdtemp(prefix="mailtrace-reach-"))  # /tmp itself is open to everyone
+    try:
+        root.chmod(0o755)
+        closed = root / "closed"
+        (closed / "open").mkdir(parents=True)
+        closed.chmod(0o700)
+        assert PgCluster.unreachable_ancestor(closed / "open" / "data") == closed
+        closed.chmod(0o755)
+        assert PgCluster.unreachable_ancestor(closed / "open" / "data") is None
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
