@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from devtools.pgcluster import PgCluster
+from devtools.pgcluster import PgCluster, airflow_connection_json
 
 REPO = Path(__file__).resolve().parents[1]
 STATE_DIR = REPO / ".mailtrace"
@@ -116,15 +116,6 @@ def _start_smtp(stack: ExitStack) -> tuple[int, Path]:
 
 
 def _airflow_env(warehouse_dsn: str, sim, s3_endpoint: str, smtp_port: int, queue_url: str) -> dict[str, str]:
-    info = psycopg.conninfo.conninfo_to_dict(warehouse_dsn)
-    warehouse = {
-        "conn_type": "postgres",
-        "host": info.get("host", "127.0.0.1"),
-        "port": int(info.get("port", 5432)),
-        "login": info.get("user", "postgres"),
-        "password": info.get("password", ""),
-        "schema": info["dbname"],
-    }
     variables = {
         "REPORT_BUCKET": BUCKET,
         "EXAMINER_EMAILS": json.dumps(["examiners@registry.example.gov"]),
@@ -149,7 +140,7 @@ def _airflow_env(warehouse_dsn: str, sim, s3_endpoint: str, smtp_port: int, queu
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo",
         "AWS_DEFAULT_REGION": REGION,
-        "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": json.dumps(warehouse),
+        "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(warehouse_dsn),
         "AIRFLOW_CONN_NOTIFY_API": json.dumps(
             {"conn_type": "http", "host": sim.base_url, "password": sim.api_key}
         ),

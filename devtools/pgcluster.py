@@ -8,6 +8,7 @@ refuses root), and listens on loopback only with trust auth.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -17,6 +18,22 @@ import time
 from pathlib import Path
 
 import psycopg
+
+
+def airflow_connection_json(dsn: str) -> str:
+    """The Airflow connection (`AIRFLOW_CONN_<ID>` JSON) for a libpq DSN: how tests, demo and benchmarks
+    point `mailtrace_warehouse` at the database they made."""
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    return json.dumps(
+        {
+            "conn_type": "postgres",
+            "host": info.get("host", "127.0.0.1"),
+            "port": int(info.get("port", 5432)),
+            "login": info.get("user", "postgres"),
+            "password": info.get("password", ""),
+            "schema": info["dbname"],
+        }
+    )
 
 
 def server_answers(dsn: str, timeout_seconds: int = 3) -> bool:

@@ -25,7 +25,7 @@ import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from psycopg import sql  # noqa: E402
 
-from devtools.pgcluster import PgCluster, server_answers  # noqa: E402
+from devtools.pgcluster import PgCluster, airflow_connection_json, server_answers  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCAL_SERVER_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -35,20 +35,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def postgres_conn_json(dsn: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": info.get("host", "127.0.0.1"),
-            "port": int(info.get("port", 5432)),
-            "login": info.get("user", "postgres"),
-            "password": info.get("password", ""),
-            "schema": info["dbname"],
-        }
-    )
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +102,7 @@ def warehouse_dsn(pg_admin_dsn, warehouse_template, monkeypatch):
         ),
     )
     dsn = _with_dbname(pg_admin_dsn, name)
-    monkeypatch.setenv("AIRFLOW_CONN_MAILTRACE_WAREHOUSE", postgres_conn_json(dsn))
+    monkeypatch.setenv("AIRFLOW_CONN_MAILTRACE_WAREHOUSE", airflow_connection_json(dsn))
     yield dsn
     _drop_database(pg_admin_dsn, name)
 

@@ -36,21 +36,6 @@ def with_dbname(dsn: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
 
 
-def postgres_conn_json(dsn: str) -> str:
-    """An Airflow connection (AIRFLOW_CONN_<ID> JSON) for a libpq DSN."""
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": info.get("host", "127.0.0.1"),
-            "port": int(info.get("port", 5432)),
-            "login": info.get("user", "postgres"),
-            "password": info.get("password", ""),
-            "schema": info["dbname"],
-        }
-    )
-
-
 class Server:
     """Where the scenarios run: $MAILTRACE_BENCH_PG_DSN, the local server, or a throwaway cluster."""
 

@@ -18,7 +18,8 @@ import psycopg
 from psycopg import sql
 
 from devtools.bench import data
-from devtools.bench.harness import REPO, Measure, Server, log, postgres_conn_json, timed
+from devtools.bench.harness import REPO, Measure, Server, log, timed
+from devtools.pgcluster import airflow_connection_json
 from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.load import load_provider_events
 from mailtrace.reconcile import reconcile
@@ -181,7 +182,7 @@ def _naive(dsn: str, events: list[ProviderEvent]) -> None:
     """What a user writes first: PostgresHook.insert_rows of each status, then one UPDATE per status."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    os.environ["AIRFLOW_CONN_MAILTRACE_BENCH_NAIVE"] = postgres_conn_json(dsn)
+    os.environ["AIRFLOW_CONN_MAILTRACE_BENCH_NAIVE"] = airflow_connection_json(dsn)
     hook = PostgresHook(postgres_conn_id="mailtrace_bench_naive")
     rows = [tuple(getattr(event, column) for column in _NAIVE_COLUMNS) for event in events]
     hook.insert_rows("mailtrace.provider_event", rows, target_fields=_NAIVE_COLUMNS)
@@ -467,7 +468,7 @@ def memory(server: Server, config: Config) -> list[Measure]:
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "ca-central-1",
-            "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": postgres_conn_json(server.dsn(name)),
+            "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(server.dsn(name)),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
                 {
                     "conn_type": "aws",
@@ -590,7 +591,7 @@ def resend(server: Server, config: Config) -> list[Measure]:
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": "ca-central-1",
-                "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": postgres_conn_json(server.dsn(name)),
+                "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(server.dsn(name)),
                 "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
                     {
                         "conn_type": "aws",
