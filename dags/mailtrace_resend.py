@@ -8,16 +8,22 @@ decision (`send`, `would_send`, `skip`, `reject`) and reason. Trigger again with
 
 * **validate_and_plan** reads and validates the list, writes the outcome CSV, claims the rows to send in
   `mailtrace.resend_request` and returns the chunks.
-* **send_chunk** (one mapped task per chunk) sends through GC Notify at `rate_per_minute` overall and
-  records each email in `mailtrace.notification_event`, so delivery is tracked like any notification.
-* **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved.
-  A failed chunk fails the run; clearing it (or re-triggering) is safe: rows are looked up before sending.
+* **send_chunk** (one mapped task per chunk) sends through GC Notify, or SES when Variable
+  `mailtrace_resend_provider` is `ses`, at `rate_per_minute` overall and records each email in
+  `mailtrace.notification_event`, so delivery is tracked like any notification.
+* **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
+  `unknown`. A failed chunk fails the run; clearing it (or re-triggering) is safe: Notify rows are looked
+  up before sending (and after an ambiguous answer only re-sent once the settle delay has passed).
+  An SES email whose send call may have gone through unrecorded is marked `unknown` and never re-sent
+  on its own: check it, then trigger the ID with `force_resend` if it should be sent.
 
 Each (incident, subject) gets one email, whatever is re-triggered or retried; `force_resend` sends a
 deliberate second one. Outside production only addresses on `mailtrace_resend_allow_list` receive mail.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
@@ -26,6 +32,10 @@ from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
 ID_TYPES = ["registration", "tax_return", "application"]
 # Parallel chunks share one rate (mailtrace.send_pacer), so more of them only hide one slow chunk.
 MAX_PARALLEL_CHUNKS = 4
+# A chunk left with an ambiguous Notify answer fails; its retry may only send once the settle delay
+# (Variable mailtrace_resend_settle_seconds, default 2 minutes) has passed, so retry after longer than that.
+SEND_RETRIES = 4
+SEND_RETRY_DELAY = timedelta(minutes=3)
 
 
 def _params():
@@ -126,7 +136,7 @@ def mailtrace_resend():
 
         return plan_resend(_params(), run_id=_run_id())
 
-    @task(max_active_tis_per_dagrun=MAX_PARALLEL_CHUNKS)
+    @task(max_active_tis_per_dagrun=MAX_PARALLEL_CHUNKS, retries=SEND_RETRIES, retry_delay=SEND_RETRY_DELAY)
     def send_chunk(chunk: dict[str, int]) -> dict[str, int]:
         from mailtrace.resend import send_chunk as send
 

@@ -13,8 +13,15 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import urllib.request
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
+from email import message_from_string
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -87,6 +94,14 @@ def env(warehouse_conn, notify_sim, s3_bucket, aws, monkeypatch):
                 """SELECT subject_id, generation, status, attempts FROM mailtrace.resend_request
                    ORDER BY subject_id, generation"""
             ).fetchall()
+
+        def settle_passed(self) -> None:
+            """As if the settle delay had passed since every row's last provider call."""
+            self.conn.execute(
+                """UPDATE mailtrace.resend_request
+                   SET last_attempt_at = last_attempt_at - interval '1 day'"""
+            )
+            self.conn.commit()
 
         def events(self) -> list[tuple]:
             return self.conn.execute(
@@ -410,9 +425,61 @@ def test_process_killed_with_sigkill_after_the_post_converges_on_retry(env):
 def test_ambiguous_500_not_accepted_is_looked_up_then_sent_once(env):
     env.contacts(addresses(1))
     env.sim.add_fault("status", status=500, path_prefix="/v2/notifications/email")
-    env.run(env.params(list(addresses(1))), run_id="run-1")
+    params = env.params(list(addresses(1)))
+    plan_resend(params, run_id="run-1")
+    # The ambiguous answer is looked up once; not found, the row is left claimed: no second POST now.
+    with pytest.raises(ResendError, match="1 emails left unresolved"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+    assert env.ledger() == [("STR-000001", 0, "claimed", 1)]
+    # Airflow's retry before the settle delay: still not found, still nothing sent.
+    with pytest.raises(ResendError, match="1 emails left unresolved"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+    assert env.sim.sent_requests() == []
+    assert env.ledger() == [("STR-000001", 0, "claimed", 1)]
+    # After the settle delay a lookup that still misses means Notify never took it: send it.
+    env.settle_passed()
+    assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {"sent": 1}
+    assert summarize_run(params, run_id="run-1") == {"sent": 1, "failed": 0, "claimed": 0}
     assert env.posted() == {"delivered+1@example.gov": 1}
     assert env.ledger() == [("STR-000001", 0, "sent", 2)]
+
+
+def test_ambiguous_502_stored_asynchronously_by_notify_gives_exactly_one_email(env):
+    """Notify answered 502 but saved the email a little later: the first lookups miss it, none re-sends."""
+    env.contacts(addresses(1))
+    env.sim.add_fault("status", status=502, path_prefix="/v2/notifications/email")
+    params = env.params(list(addresses(1)))
+    plan_resend(params, run_id="run-1")
+    with pytest.raises(ResendError, match="1 emails left unresolved"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+    with pytest.raises(ResendError, match="1 emails left unresolved"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())  # a quick Airflow retry
+    assert env.sim.sent_requests() == []
+
+    # Notify's asynchronous save of the 502'd request completes.
+    reference = f"resend:{INCIDENT}:registration:STR-000001:0"
+    stored_id = str(uuid.uuid4())
+    env.sim.add_notifications(
+        [
+            {
+                "id": stored_id,
+                "reference": reference,
+                "email_address": "delivered+1@example.gov",
+                "status": "sending",
+                "created_at": datetime.now(UTC),
+            }
+        ]
+    )
+    assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {"recovered": 1}
+    env.settle_passed()  # and nothing happens later either
+    assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {}
+    assert summarize_run(params, run_id="run-1") == {"sent": 1, "failed": 0, "claimed": 0}
+
+    assert env.sim.sent_requests() == []  # no second POST was ever accepted
+    at_notify = env.client().find_by_reference(reference)
+    assert [notification["id"] for notification in at_notify] == [stored_id]  # exactly one email
+    assert [(row[0], row[4], row[6]) for row in env.events()] == [("STR-000001", stored_id, "SENT")]
+    assert env.ledger() == [("STR-000001", 0, "sent", 1)]
 
 
 def test_ambiguous_broken_answer_after_acceptance_is_recovered_without_resending(env):
@@ -425,17 +492,22 @@ def test_ambiguous_broken_answer_after_acceptance_is_recovered_without_resending
     assert providers == {body["id"] for body in env.sim.sent_requests()}
 
 
-def test_persistent_ambiguity_leaves_row_claimed_and_fails_the_chunk(env):
+def test_persistent_ambiguity_leaves_row_claimed_and_fails_the_chunk(env, monkeypatch):
+    ambiguous_answers = 3
     env.contacts(addresses(1))
-    env.sim.add_fault(
-        "status", status=503, count=resend.AMBIGUOUS_SEND_TRIES, path_prefix="/v2/notifications/email"
-    )
+    env.sim.add_fault("status", status=503, count=ambiguous_answers, path_prefix="/v2/notifications/email")
     params = env.params(list(addresses(1)))
     plan_resend(params, run_id="run-1")
     with pytest.raises(ResendError, match="1 emails left unresolved"):
         send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
     with pytest.raises(ResendError, match="still unresolved"):
         summarize_run(params, run_id="run-1")
+    # One POST per task attempt, each after the (here configured away) settle delay.
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_SETTLE_SECONDS", "0")
+    for attempt in range(2, ambiguous_answers + 1):
+        with pytest.raises(ResendError, match="1 emails left unresolved"):
+            send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+        assert env.ledger() == [("STR-000001", 0, "claimed", attempt)]
     assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {"sent": 1}
     assert env.posted() == {"delivered+1@example.gov": 1}
 
@@ -535,3 +607,211 @@ def test_dag_parses_with_params_and_mapping():
     assert dag.params.get_param("incident_id").schema["pattern"] == resend.INCIDENT_ID_PATTERN
     assert dag.default_args["owner"] and dag.default_args["retries"] >= 1
     assert dag.tags
+    send = dag.get_task("send_chunk")
+    # Its retry must come after the settle delay, or it can only defer an ambiguous row again.
+    assert send.retries >= 1
+    assert send.retry_delay.total_seconds() > resend.DEFAULT_SETTLE_SECONDS
+
+
+# -------------------------------------------------------------------------------------------- SES
+
+
+@pytest.fixture
+def ses(env, aws, monkeypatch):
+    """`env` switched to SES: a verified sender unique to the test, and what moto's SES accepted from it."""
+    sender = f"resend-{uuid.uuid4().hex[:10]}@example.gov"
+    aws.client("ses").verify_email_identity(EmailAddress=sender)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_PROVIDER", "ses")
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", sender)
+
+    class Ses:
+        def __init__(self):
+            self.sender = sender
+
+        def messages(self) -> list[tuple[str, EmailMessage]]:
+            """(SES MessageId, parsed message) of everything SES accepted from this test's sender."""
+            with urllib.request.urlopen(f"{aws.endpoint}/moto-api/data.json") as answer:  # noqa: S310
+                backend = json.load(answer)["ses"]
+            return [
+                (raw["id"], message_from_string(raw["raw_data"], policy=default_policy))
+                for raw in backend["RawMessage"]
+                if raw["source"] == sender
+            ]
+
+        def sent_to(self) -> Counter:
+            return Counter(message["To"] for _, message in self.messages())
+
+    return Ses()
+
+
+def test_ses_sends_text_and_html_once_and_records_the_message_id(env, ses):
+    env.contacts(addresses(2))
+    summary = env.run(env.params(list(addresses(2)), language="fr"), run_id="run-1")
+    assert summary == {"sent": 2, "failed": 0, "claimed": 0}
+    assert ses.sent_to() == Counter(addresses(2).values())
+    assert env.sim.sent_requests() == []  # nothing went through Notify
+
+    messages = dict(ses.messages())
+    events = env.events()
+    assert {row[4] for row in events} == set(messages)  # provider_reference = SES MessageId
+    for subject_id, ntype, address, provider, message_id, client_ref, local_status, event_id in events:
+        assert (ntype, provider, local_status) == ("ERROR_RESOLVED", "ses", "SENT")
+        assert client_ref == event_id == f"resend:{INCIDENT}:registration:{subject_id}:0"
+        message = messages[message_id]
+        assert message["To"] == address and message["From"] == ses.sender
+        assert message["X-Mailtrace-Reference"] == client_ref
+        assert subject_id in message["Subject"]
+        assert message.get_content_type() == "multipart/alternative"
+        parts = {part.get_content_type(): part.get_content() for part in message.iter_parts()}
+        assert set(parts) == {"text/plain", "text/html"}
+        assert subject_id in parts["text/plain"] and subject_id in parts["text/html"]
+        assert "déclaration" in parts["text/plain"] or "inscription" in parts["text/plain"]
+    providers = env.conn.execute("SELECT DISTINCT provider FROM mailtrace.resend_request").fetchall()
+    assert providers == [("ses",)]
+
+    # Re-triggering the same list, and re-running the finished chunk, send nothing.
+    env.run(env.params(list(addresses(2))), run_id="run-2")
+    assert send_chunk(env.params(list(addresses(2))), run_id="run-1", chunk_index=0) == {}
+    assert ses.sent_to() == Counter(addresses(2).values())
+    assert {row["reason"] for row in env.outcome("run-2")} == {"already_sent"}
+
+
+def test_ses_kill_between_send_and_record_is_unknown_and_never_resent(env, ses, monkeypatch):
+    env.contacts(addresses(2))
+    params = env.params(list(addresses(2)))
+    plan_resend(params, run_id="run-1")
+    record = resend._record_sent
+
+    def killed(conn, row, notification):
+        raise Killed
+
+    monkeypatch.setattr(resend, "_record_sent", killed)
+    with pytest.raises(Killed):
+        send_chunk(params, run_id="run-1", chunk_index=0)
+    assert ses.sent_to() == {"delivered+1@example.gov": 1}  # SES took it; the ledger never heard
+
+    monkeypatch.setattr(resend, "_record_sent", record)
+    assert send_chunk(params, run_id="run-1", chunk_index=0) == {"unknown": 1, "sent": 1}  # Airflow's retry
+    assert send_chunk(params, run_id="run-1", chunk_index=0) == {}  # and another: nothing left to do
+    assert ses.sent_to() == Counter(addresses(2).values())  # STR-000001 was not sent a second time
+    assert [row[2:] for row in env.ledger()] == [("unknown", 1), ("sent", 1)]
+
+    with pytest.raises(ResendError, match=r"1 emails may or may not have been sent.*STR-000001"):
+        summarize_run(params, run_id="run-1")
+    audit = env.conn.execute("SELECT sent, unknown, unresolved FROM mailtrace.resend_run").fetchone()
+    assert audit == (1, 1, 0)
+    decided = {row["subject_id"]: (row["decision"], row["reason"]) for row in env.outcome("run-1")}
+    assert decided == {"STR-000001": ("unknown", "send_unknown"), "STR-000002": ("send", "ok")}
+
+    # A re-trigger leaves it to a human; force_resend is the human's deliberate second email.
+    env.run(params, run_id="run-2")
+    decided = {row["subject_id"]: row["reason"] for row in env.outcome("run-2")}
+    assert decided == {"STR-000001": "send_unknown", "STR-000002": "already_sent"}
+    assert ses.sent_to() == Counter(addresses(2).values())
+    env.run(env.params(["STR-000001"], force_resend=True), run_id="run-3")
+    assert ses.sent_to() == {"delivered+1@example.gov": 2, "delivered+2@example.gov": 1}
+    assert [row[:3] for row in env.ledger()] == [
+        ("STR-000001", 0, "unknown"),
+        ("STR-000001", 1, "sent"),
+        ("STR-000002", 0, "sent"),
+    ]
+
+
+def test_ses_row_left_open_by_a_killed_run_is_not_taken_over_by_a_retrigger(env, ses, monkeypatch):
+    env.contacts(addresses(1))
+    params = env.params(list(addresses(1)))
+    plan_resend(params, run_id="run-1")
+
+    def killed(conn, row, notification):
+        raise Killed
+
+    record = resend._record_sent
+    monkeypatch.setattr(resend, "_record_sent", killed)
+    with pytest.raises(Killed):
+        send_chunk(params, run_id="run-1", chunk_index=0)
+    monkeypatch.setattr(resend, "_record_sent", record)
+
+    assert plan_resend(params, run_id="run-2") == []
+    assert [(row["subject_id"], row["reason"]) for row in env.outcome("run-2")] == [
+        ("STR-000001", "send_unknown")
+    ]
+    assert env.ledger() == [("STR-000001", 0, "unknown", 1)]
+    assert ses.sent_to() == {"delivered+1@example.gov": 1}
+
+
+def test_ses_refusal_is_failed_not_unknown_and_a_retrigger_sends(env, ses, aws, monkeypatch):
+    env.contacts(addresses(1))
+    unverified = f"nobody-{uuid.uuid4().hex[:8]}@example.gov"
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", unverified)
+    assert env.run(env.params(list(addresses(1))), run_id="run-1") == {"sent": 0, "failed": 1, "claimed": 0}
+    error = env.conn.execute("SELECT error FROM mailtrace.resend_request").fetchone()[0]
+    assert "MessageRejected" in error
+
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", ses.sender)
+    env.run(env.params(list(addresses(1))), run_id="run-2")  # SES said no for sure: sending again is safe
+    assert ses.sent_to() == {"delivered+1@example.gov": 1}
+    assert env.ledger() == [("STR-000001", 0, "sent", 2)]
+
+
+class _FailingSes(BaseHTTPRequestHandler):
+    """An SES endpoint that answers every call with a 503 (the call may or may not have been accepted)."""
+
+    calls = 0
+
+    def do_POST(self):  # noqa: N802 - http.server's hook name
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = (
+            b'<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error><Type>Receiver</Type>'
+            b"<Code>ServiceUnavailable</Code><Message>try later</Message></Error>"
+            b"<RequestId>x</RequestId></ErrorResponse>"
+        )
+        self.send_response(503)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ses_5xx_is_unknown_after_one_call_without_botocore_retries(env, ses, monkeypatch):
+    _FailingSes.calls = 0
+    env.contacts(addresses(1))
+    params = env.params(list(addresses(1)))
+    plan_resend(params, run_id="run-1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FailingSes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    moto_connection = os.environ["AIRFLOW_CONN_AWS_DEFAULT"]
+    try:
+        failing = json.loads(moto_connection)
+        failing["extra"]["endpoint_url"] = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(failing))
+        assert send_chunk(params, run_id="run-1", chunk_index=0) == {"unknown": 1}
+    finally:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", moto_connection)
+        server.shutdown()
+        server.server_close()
+    assert _FailingSes.calls == 1  # botocore did not repeat the call on its own
+    assert env.ledger() == [("STR-000001", 0, "unknown", 1)]
+    error = env.conn.execute("SELECT error FROM mailtrace.resend_request").fetchone()[0]
+    assert "503" in error and "ServiceUnavailable" in error
+    with pytest.raises(ResendError, match="may or may not have been sent"):
+        summarize_run(params, run_id="run-1")
+
+
+def test_unknown_provider_setting_is_refused_before_claiming(env, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_PROVIDER", "smtp")
+    env.contacts(addresses(1))
+    with pytest.raises(ResendError, match="mailtrace_resend_provider"):
+        plan_resend(env.params(list(addresses(1))), run_id="run-1")
+    assert env.ledger() == []
+
+
+def test_ses_without_a_sender_is_refused_before_claiming(env, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_PROVIDER", "ses")
+    env.contacts(addresses(1))
+    with pytest.raises(ResendError, match="mailtrace_ses_sender"):
+        plan_resend(env.params(list(addresses(1))), run_id="run-1")
+    assert env.ledger() == []

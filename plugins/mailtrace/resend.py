@@ -5,20 +5,43 @@ Three steps, each safe to re-run:
 1. `plan_resend` reads and validates the list, decides every row (send, skip or reject, with a
    reason), writes that decision as the outcome CSV to S3 and claims the rows to send in the ledger
    `mailtrace.resend_request` (one committed row per (incident, subject, generation)).
-2. `send_chunk` sends the claimed rows of one chunk through GC Notify. The claim is committed before
-   the provider is called and carries a deterministic `reference`; the attempt counter is committed
-   before each call. A row with an earlier attempt is first looked up by its reference, so a task
-   killed between the send and the record finds the email the provider already has and records it
-   instead of sending a second one.
-3. `summarize_run` counts what happened and fails the run while any row is left unresolved.
+2. `send_chunk` sends the claimed rows of one chunk through the row's provider: GC Notify (the
+   default) or Amazon SES (Variable `mailtrace_resend_provider` = `ses`). The claim is committed
+   before the provider is called and carries a deterministic `reference`; before each call the
+   attempt counter, the call's start time (`last_attempt_at`) and `attempt_open` are committed.
+3. `summarize_run` counts what happened and fails the run while any row is left unresolved
+   (`claimed`) or needs a human (`unknown`).
 
-Sends from every chunk and every run reserve their slot in `mailtrace.send_pacer`, so parallel
-chunks together stay at the requested rate; the client's own 429 handling covers the rest.
+Exactly once, per provider:
+
+* GC Notify has a lookup by `reference`. A row with an earlier attempt is looked up first, so a task
+  killed between the send and the record finds the email Notify already has and records it. After an
+  ambiguous answer (5xx, timeout, garbled body) the row is looked up once and, if not found, left
+  claimed: the same attempt never POSTs again, because Notify may store an accepted email
+  asynchronously and an immediate lookup can miss it. The task fails and Airflow retries it; the row
+  is sent again only if the lookup still misses and at least the settle delay (Variable
+  `mailtrace_resend_settle_seconds`, default 120) has passed since the ambiguous call.
+* SES has no lookup by reference, so exactly-once comes from the ledger alone. A call whose outcome
+  cannot be known (5xx, timeout, connection dropped after sending, or a task killed between the call
+  and the record: `attempt_open` still set at the next attempt) is never repeated automatically: the
+  row becomes `unknown`. `summarize_run` reports it (audit row `resend_run.unknown`, the run's outcome
+  CSV, the run fails), and a later trigger skips it (reason `send_unknown`) unless `force_resend` is
+  set, which sends a new generation once a human has decided the person should get the email. SES
+  calls are made without botocore's own retries, which would repeat an ambiguous call blindly;
+  throttling (a certain refusal) is retried here. Sender: Variable `mailtrace_ses_sender`; optional
+  configuration set: `mailtrace_ses_configuration_set`; credentials: connection `aws_default`.
+
+Sends from every chunk and every run reserve their slot in `mailtrace.send_pacer` (one slot line
+per provider), so parallel chunks together stay at the requested rate; the Notify client's own 429
+handling and the SES throttling retry cover the rest.
 """
 
 from __future__ import annotations
 
+import csv
+import email.policy
 import functools
+import io
 import json
 import logging
 import re
@@ -27,6 +50,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
 from typing import Any
 
 import psycopg
@@ -39,6 +64,7 @@ from mailtrace.id_list import (
     IdListError,
     IdRow,
     decode_id_list,
+    neutralise_cell,
     parse_id_list,
     parse_inline_ids,
     to_csv,
@@ -52,6 +78,7 @@ from mailtrace.providers.gc_notify import (
     NotifyClient,
     parse_timestamp,
 )
+from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
 from mailtrace.settings import get_setting
 from mailtrace.warehouse import connect
 
@@ -72,10 +99,20 @@ MAX_CHUNK_SIZE = 1000
 OUTCOME_PREFIX = "resend-outcomes"
 OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
 PACER_NAME = PROVIDER
+PROVIDERS = (PROVIDER, SES_PROVIDER)
 # Advisory lock class for "this reference is being sent right now" (second key: hash of the reference).
 SEND_LOCK_CLASS = 7_301_200
-# An ambiguous answer (5xx, timeout) whose reference is then not found is retried this many times.
-AMBIGUOUS_SEND_TRIES = 3
+# After an ambiguous Notify answer, wait at least this long before a lookup miss may lead to a new send
+# (Notify can store an accepted notification asynchronously). Variable mailtrace_resend_settle_seconds.
+DEFAULT_SETTLE_SECONDS = 120
+# SES throttling ("Maximum sending rate exceeded") is a certain refusal: retried in the task this often.
+SES_THROTTLE_TRIES = 4
+SES_THROTTLE_BACKOFF_SECONDS = 1.0
+_SES_THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException"})
+UNKNOWN_DETAIL = (
+    "an earlier SES call may have delivered this email and SES cannot be asked: check (SES sending "
+    "statistics, the recipient), then trigger the ID with force_resend if it should be sent"
+)
 _MAX_ID_CHARS = 100
 _UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
@@ -390,7 +427,7 @@ def _existing_ledger_rows(conn, params: ResendParams, ids: list[str]) -> dict[st
     """The newest ledger row per subject of this incident, locked until the plan commits."""
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
-            """SELECT subject_id, generation, status, dag_run_id, sent_at
+            """SELECT subject_id, generation, status, dag_run_id, sent_at, provider, attempt_open, reference
                FROM mailtrace.resend_request
                WHERE incident_id = %s AND subject_type = %s AND subject_id = ANY(%s)
                ORDER BY subject_id, generation
@@ -398,6 +435,13 @@ def _existing_ledger_rows(conn, params: ResendParams, ids: list[str]) -> dict[st
             (params.incident_id, params.id_type, ids),
         ).fetchall()
     return {row["subject_id"]: row for row in rows}  # ordered by generation: the newest wins
+
+
+def _outcome_unknown(latest: dict) -> bool:
+    """The row's last call may have gone out and the provider cannot be asked: a human must decide."""
+    if latest["status"] == "unknown":
+        return True
+    return latest["status"] == "claimed" and latest["provider"] == SES_PROVIDER and latest["attempt_open"]
 
 
 def _plan_claims(decisions: list[Decision], existing: dict[str, dict], params: ResendParams, run_id: str):
@@ -408,19 +452,33 @@ def _plan_claims(decisions: list[Decision], existing: dict[str, dict], params: R
         latest = existing.get(decision.row.subject_id)
         if latest is None:
             claims.append(_Claim(decision, generation=0, insert=True))
-        elif latest["status"] != "sent":
+        elif latest["status"] not in ("sent", "unknown") and not _outcome_unknown(latest):
             # Never confirmed sent (failed, or left claimed by a killed or earlier run): take it over.
             # Its reference is kept, so an email an earlier attempt did send is found, not repeated.
             claims.append(_Claim(decision, generation=latest["generation"], insert=False))
         elif params.force_resend and latest["dag_run_id"] != run_id:
             claims.append(_Claim(decision, generation=latest["generation"] + 1, insert=True, forced=True))
-        else:
+        elif latest["status"] == "sent":
             when = latest["sent_at"].isoformat() if latest["sent_at"] else "earlier"
             decision.settle("skip", "already_sent", f"sent {when} by run {latest['dag_run_id']}")
+        else:
+            decision.settle("skip", "send_unknown", UNKNOWN_DETAIL)
     return claims
 
 
-def _write_claims(conn, claims: list[_Claim], params: ResendParams, run_id: str) -> None:
+def _mark_unknown_claims(conn, existing: dict[str, dict]) -> None:
+    """Rows an earlier SES call left open are `unknown` from now on (they are never sent again as is)."""
+    references = [row["reference"] for row in existing.values() if _outcome_unknown(row)]
+    conn.execute(
+        """UPDATE mailtrace.resend_request
+           SET status = 'unknown', updated_at = now(),
+               error = coalesce(error, 'the last SES call may have been accepted; no MessageId recorded')
+           WHERE reference = ANY(%s) AND status = 'claimed'""",
+        (references,),
+    )
+
+
+def _write_claims(conn, claims: list[_Claim], params: ResendParams, run_id: str, provider: str) -> None:
     for claim in claims:
         decision = claim.decision
         reference = reference_for(
@@ -439,28 +497,32 @@ def _write_claims(conn, claims: list[_Claim], params: ResendParams, run_id: str)
             "run_id": run_id,
             "chunk_index": claim.chunk_index,
             "forced": claim.forced,
+            "provider": provider,
         }
         if claim.insert:
             inserted = conn.execute(
                 """INSERT INTO mailtrace.resend_request
                        (incident_id, subject_type, subject_id, generation, template, language,
-                        notification_type, recipient_email, reference, dag_run_id, chunk_index, forced)
+                        notification_type, recipient_email, reference, dag_run_id, chunk_index, forced,
+                        provider)
                    VALUES (%(incident_id)s, %(subject_type)s, %(subject_id)s, %(generation)s, %(template)s,
                            %(language)s, %(notification_type)s, %(email)s, %(reference)s, %(run_id)s,
-                           %(chunk_index)s, %(forced)s)
+                           %(chunk_index)s, %(forced)s, %(provider)s)
                    ON CONFLICT DO NOTHING""",
                 values,
             ).rowcount
             if not inserted:
                 decision.settle("skip", "claimed_elsewhere", "another run claimed this ID at the same time")
         else:
-            # An address may only change while no provider call has been made for the row.
+            # The address may only change while no provider call has been made for the row, the
+            # provider while no call may be outstanding (it is looked up, or judged, where it went).
             conn.execute(
                 """UPDATE mailtrace.resend_request
                    SET dag_run_id = %(run_id)s, chunk_index = %(chunk_index)s, status = 'claimed',
                        template = %(template)s, language = %(language)s,
                        notification_type = %(notification_type)s,
                        recipient_email = CASE WHEN attempts = 0 THEN %(email)s ELSE recipient_email END,
+                       provider = CASE WHEN NOT attempt_open THEN %(provider)s ELSE provider END,
                        error = NULL, updated_at = now()
                    WHERE reference = %(reference)s AND status <> 'sent'""",
                 values,
@@ -475,8 +537,9 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
     """
     patterns = id_patterns()
     params.check(patterns)
+    provider = resend_provider()
     if not params.dry_run:
-        notify_template_id()  # fail before claiming anything if sending cannot work
+        check_provider_settings(provider)  # fail before claiming anything if sending cannot work
     rows = read_id_rows(params)
     allow_list = load_allow_list()
     with connect() as conn:
@@ -491,7 +554,8 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         )
 
         pending_ids = [d.row.subject_id for d in decisions if d.pending]
-        claims = _plan_claims(decisions, _existing_ledger_rows(conn, params, pending_ids), params, run_id)
+        existing = _existing_ledger_rows(conn, params, pending_ids)
+        claims = _plan_claims(decisions, existing, params, run_id)
         if len(claims) > params.max_recipients:
             for claim in claims:
                 claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
@@ -509,7 +573,8 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         if params.dry_run:
             conn.rollback()
         else:
-            _write_claims(conn, claims, params, run_id)
+            _mark_unknown_claims(conn, existing)
+            _write_claims(conn, claims, params, run_id, provider)
         claims = [claim for claim in claims if claim.decision.decision in ("send", "would_send")]
         _finish_plan(conn, params, run_id, decisions, claims=claims)
     if params.dry_run:
@@ -571,6 +636,24 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
 # ------------------------------------------------------------------------------------------ send
 
 
+def resend_provider() -> str:
+    """The provider new resends go through: Variable `mailtrace_resend_provider`, gc_notify or ses."""
+    value = str(get_setting("resend_provider", PROVIDER)).strip().lower()
+    if value not in PROVIDERS:
+        raise ResendError(
+            f"Variable mailtrace_resend_provider must be one of {list(PROVIDERS)} (got {value!r})"
+        )
+    return value
+
+
+def check_provider_settings(provider: str) -> None:
+    """Fail with a clear message when the settings sending through `provider` needs are missing."""
+    if provider == SES_PROVIDER:
+        ses_sender()
+    else:
+        notify_template_id()
+
+
 def notify_template_id() -> str:
     """The generic Notify template (placeholders ((subject)) and ((body))) every resend uses."""
     value = str(get_setting("notify_template_id", "")).strip()
@@ -579,18 +662,54 @@ def notify_template_id() -> str:
     return value
 
 
+def ses_sender() -> str:
+    """The From of SES resends (Variable `mailtrace_ses_sender`): a verified address, or `Name <address>`."""
+    value = str(get_setting("ses_sender", "")).strip()
+    if not value:
+        raise ResendError("set Variable mailtrace_ses_sender to the SES-verified address resends come from")
+    if _SUBJECT_FORBIDDEN.search(value) or address_problem(parseaddr(value)[1]):
+        raise ResendError(
+            "Variable mailtrace_ses_sender must be one email address, optionally 'Name <address>'"
+        )
+    return value
+
+
+def settle_seconds() -> float:
+    """How long after an ambiguous Notify answer a lookup miss may lead to a new send."""
+    value = get_setting("resend_settle_seconds", DEFAULT_SETTLE_SECONDS)
+    seconds = -1.0 if isinstance(value, bool) else value
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise ResendError(
+            f"Variable mailtrace_resend_settle_seconds must be a number of seconds >= 0 (got {value!r})"
+        )
+    return seconds
+
+
 class Pacer:
     """Spaces provider calls `60 / rate_per_minute` seconds apart across every sender.
 
-    The next free slot lives in `mailtrace.send_pacer`; each call moves it on by one interval and
-    sleeps until its own slot, so parallel chunks and concurrent runs add up to the requested rate
-    instead of each sending at it. A slot left unused (idle sender) is not saved up as a burst.
+    The next free slot lives in `mailtrace.send_pacer` (one line per provider); each call moves it on by
+    one interval and sleeps until its own slot, so parallel chunks and concurrent runs add up to the
+    requested rate instead of each sending at it. A slot left unused (idle sender) is not saved up as a
+    burst.
     """
 
-    def __init__(self, conn: psycopg.Connection, rate_per_minute: int, *, sleep: Callable = time.sleep):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        rate_per_minute: int,
+        *,
+        sleep: Callable = time.sleep,
+        name: str = PACER_NAME,
+    ):
         self._conn = conn
         self.interval = 60.0 / rate_per_minute
         self._sleep = sleep
+        self.name = name
 
     def wait(self) -> None:
         with self._conn.transaction():
@@ -601,10 +720,106 @@ class Pacer:
                        greatest(pacer.next_slot, clock_timestamp()) + make_interval(secs => %(interval)s)
                    RETURNING extract(epoch FROM pacer.next_slot - clock_timestamp())::float8
                              - %(interval)s""",
-                {"name": PACER_NAME, "interval": self.interval},
+                {"name": self.name, "interval": self.interval},
             ).fetchone()
         if delay > 0:
             self._sleep(delay)
+
+
+class SesSender:
+    """Sends one rendered email (text and HTML parts) through SES with connection `aws_default`.
+
+    botocore's own retries are switched off: it would repeat a call that timed out or got a 5xx,
+    and SES cannot tell afterwards whether the first one was accepted.
+    """
+
+    def __init__(
+        self,
+        *,
+        sender: str,
+        configuration_set: str | None = None,
+        client: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.sender = sender
+        self.configuration_set = configuration_set
+        self._client = client
+        self.sleep = sleep
+
+    @classmethod
+    def from_settings(cls) -> SesSender:
+        configuration_set = str(get_setting("ses_configuration_set", "")).strip() or None
+        return cls(sender=ses_sender(), configuration_set=configuration_set)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from airflow.providers.amazon.aws.hooks.ses import SesHook
+            from botocore.config import Config
+
+            no_retries = SesHook(aws_conn_id=AWS_CONN_ID).config.merge(
+                Config(retries={"total_max_attempts": 1, "mode": "standard"})
+            )
+            self._client = SesHook(aws_conn_id=AWS_CONN_ID, config=no_retries).conn
+        return self._client
+
+    def message(self, row: _LedgerRow, rendered: RenderedEmail) -> bytes:
+        """The MIME message: multipart/alternative with the text and the HTML part."""
+        message = EmailMessage(policy=email.policy.SMTP)
+        message["From"] = self.sender
+        message["To"] = row.recipient_email
+        message["Subject"] = rendered.subject
+        message["Date"] = formatdate(usegmt=True)
+        message["X-Mailtrace-Reference"] = row.reference
+        message.set_content(rendered.text)
+        message.add_alternative(rendered.html, subtype="html")
+        return message.as_bytes()
+
+    def send(self, raw_message: bytes) -> str:
+        """Hand the message to SES (recipients from its To header) and return the SES MessageId."""
+        request: dict[str, Any] = {"Source": self.sender, "RawMessage": {"Data": raw_message}}
+        if self.configuration_set:
+            request["ConfigurationSetName"] = self.configuration_set
+        return str(self.client.send_raw_email(**request)["MessageId"])
+
+
+def _ses_error_kind(error: Exception) -> str:
+    """What a failed SES call means: throttled or not_sent (certainly not accepted: safe to send again),
+    refused (SES said no for good), or ambiguous (it may have been accepted)."""
+    from botocore.exceptions import (
+        ClientError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+    from botocore.exceptions import ConnectionError as NoConnectionError
+
+    if isinstance(error, ClientError):
+        code = error.response.get("Error", {}).get("Code", "")
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        if code in _SES_THROTTLE_CODES:
+            return "throttled"
+        return "refused" if 400 <= status < 500 else "ambiguous"
+    # No connection was made, or the request was never built: nothing reached SES.
+    if isinstance(
+        error,
+        NoConnectionError
+        | NoCredentialsError
+        | PartialCredentialsError
+        | NoRegionError
+        | ParamValidationError,
+    ):
+        return "not_sent"
+    return "ambiguous"  # read timeout, connection dropped mid-answer, unreadable answer, anything else
+
+
+def _describe_ses_error(error: Exception) -> str:
+    response = getattr(error, "response", None)
+    if isinstance(response, dict) and "Error" in response:
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return f"SES answered {status} {response['Error'].get('Code')}: {response['Error'].get('Message')}"
+    return f"{type(error).__name__}: {error}"[:300]
 
 
 @dataclass
@@ -618,13 +833,14 @@ class _LedgerRow:
     template: str
     language: str
     notification_type: str
+    provider: str = PROVIDER
 
 
 def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
             """SELECT incident_id, subject_type, subject_id, generation, reference, recipient_email,
-                      template, language, notification_type
+                      template, language, notification_type, provider
                FROM mailtrace.resend_request
                WHERE dag_run_id = %s AND chunk_index = %s AND status = 'claimed'
                ORDER BY subject_id, generation""",
@@ -633,48 +849,104 @@ def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
     return [_LedgerRow(**row) for row in rows]
 
 
+class _Senders:
+    """The provider clients of one chunk, each built on first use (a chunk may need only one)."""
+
+    def __init__(self, notify: NotifyClient | None, ses: SesSender | None):
+        self._notify = notify
+        self._ses = ses
+
+    @property
+    def notify(self) -> NotifyClient:
+        if self._notify is None:
+            self._notify = NotifyClient.from_connection()
+        return self._notify
+
+    @functools.cached_property
+    def template_id(self) -> str:
+        return notify_template_id()
+
+    @property
+    def ses(self) -> SesSender:
+        if self._ses is None:
+            self._ses = SesSender.from_settings()
+        return self._ses
+
+
 def send_chunk(
-    params: ResendParams, *, run_id: str, chunk_index: int, client: NotifyClient | None = None
+    params: ResendParams,
+    *,
+    run_id: str,
+    chunk_index: int,
+    client: NotifyClient | None = None,
+    ses: SesSender | None = None,
 ) -> dict[str, int]:
     """Send every still-claimed row of one chunk; returns counts per outcome.
 
-    Outcomes: sent, recovered (found at Notify by reference, recorded without sending), failed
-    (Notify refused for good), skipped (sent or taken over by another run meanwhile), deferred (left
-    claimed: rate-limited or still ambiguous). Deferred rows make the task fail after the rest are
-    done, so Airflow's retry picks them up; the lookup-first rule makes that retry safe.
+    Outcomes: sent, recovered (found at Notify by reference, recorded without sending), failed (the
+    provider refused for good), skipped (sent or taken over by another run meanwhile), unknown (an SES
+    call that may have been accepted: never repeated, needs a human), deferred (left claimed:
+    rate-limited, ambiguous Notify answer, or waiting for the settle delay). Deferred rows make the
+    task fail after the rest are done, so Airflow's retry picks them up; the lookup-first and settle
+    rules make that retry safe.
     """
-    template_id = notify_template_id()
-    client = client or NotifyClient.from_connection()
+    senders = _Senders(client, ses)
+    settle = settle_seconds()
     counts: Counter[str] = Counter()
     with connect() as conn:
         conn.autocommit = True
-        pacer = Pacer(conn, params.rate_per_minute)
-        for row in _chunk_rows(conn, run_id, chunk_index):
+        rows = _chunk_rows(conn, run_id, chunk_index)
+        for provider in sorted({row.provider for row in rows}):
+            check_provider_settings(provider)  # before any call: a missing setting fails the whole chunk
+        pacers: dict[str, Pacer] = {}
+        for row in rows:
+            pacer = pacers.setdefault(row.provider, Pacer(conn, params.rate_per_minute, name=row.provider))
             conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
             try:
-                counts[_send_one(conn, client, pacer, row, run_id=run_id, template_id=template_id)] += 1
+                counts[_send_one(conn, senders, pacer, row, run_id=run_id, settle=settle)] += 1
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
     log.info("resend %s chunk %d: %s", params.incident_id, chunk_index, dict(counts))
     if counts["deferred"]:
         raise ResendError(
             f"chunk {chunk_index}: {counts['deferred']} emails left unresolved (rate-limited or ambiguous "
-            "provider answers); a retry looks each one up by reference before sending"
+            "provider answers); a retry looks each one up by reference, after the settle delay, before "
+            "sending"
         )
     return dict(counts)
 
 
-def _send_one(
-    conn, client: NotifyClient, pacer: Pacer, row: _LedgerRow, *, run_id: str, template_id: str
-) -> str:
+def _send_one(conn, senders: _Senders, pacer: Pacer, row: _LedgerRow, *, run_id: str, settle: float) -> str:
     """Send one claimed row exactly once. Called holding the row's advisory lock."""
     current = conn.execute(
-        "SELECT status, dag_run_id, attempts FROM mailtrace.resend_request WHERE reference = %s",
-        (row.reference,),
+        """SELECT status, dag_run_id, attempts, attempt_open,
+                  last_attempt_at IS NULL
+                  OR clock_timestamp() >= last_attempt_at + make_interval(secs => %s)
+           FROM mailtrace.resend_request WHERE reference = %s""",
+        (settle, row.reference),
     ).fetchone()
     if current is None or current[0] != "claimed" or current[1] != run_id:
         return "skipped"
-    if current[2] > 0:
+    _, _, attempts, attempt_open, settled = current
+    if row.provider == SES_PROVIDER:
+        return _send_one_ses(conn, senders.ses, pacer, row, attempt_open=attempt_open)
+    return _send_one_notify(
+        conn, senders, pacer, row, attempts=attempts, attempt_open=attempt_open, settled=settled
+    )
+
+
+def _send_one_notify(
+    conn,
+    senders: _Senders,
+    pacer: Pacer,
+    row: _LedgerRow,
+    *,
+    attempts: int,
+    attempt_open: bool,
+    settled: bool,
+) -> str:
+    client = senders.notify
+    if attempts > 0:
         # An earlier call may have been accepted (task killed before recording it, or an ambiguous
         # answer): ask Notify before sending anything.
         try:
@@ -685,40 +957,82 @@ def _send_one(
         if found is not None:
             _record_sent(conn, row, found)
             return "recovered"
+        if attempt_open and not settled:
+            # Not found is no proof yet: Notify may still be storing an email it accepted.
+            log.warning(
+                "email to %s: earlier call not found by reference yet; waiting for the settle delay",
+                mask_email(row.recipient_email),
+            )
+            return "deferred"
     rendered = render_email(
         row.template, row.language, subject_type=row.subject_type, subject_id=row.subject_id
     )
     personalisation = {"subject": rendered.subject, "body": rendered.text, "html_body": rendered.html}
-    for _ in range(AMBIGUOUS_SEND_TRIES):
-        conn.execute(
-            """UPDATE mailtrace.resend_request SET attempts = attempts + 1, updated_at = now()
-               WHERE reference = %s""",
-            (row.reference,),
-        )
-        pacer.wait()
+    pacer.wait()
+    _start_attempt(conn, row)
+    try:
+        response = client.send_email(row.recipient_email, senders.template_id, personalisation, row.reference)
+    except AmbiguousSendError as error:
+        log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
+        _note_error(conn, row, f"ambiguous answer: {error}")
         try:
-            response = client.send_email(row.recipient_email, template_id, personalisation, row.reference)
-        except AmbiguousSendError as error:
-            log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
-            _note_error(conn, row, str(error))
-            try:
-                found = _find_sent(client, pacer, row.reference)
-            except NotifyApiError as lookup_error:
-                _note_error(conn, row, f"ambiguous send, then lookup failed: {lookup_error}")
+            found = _find_sent(client, pacer, row.reference)
+        except NotifyApiError as lookup_error:
+            _note_error(conn, row, f"ambiguous send, then lookup failed: {lookup_error}")
+            return "deferred"
+        if found is not None:
+            _record_sent(conn, row, found)
+            return "recovered"
+        # Never a second POST in this attempt: the row stays claimed with its call open, and a later
+        # attempt sends only if the reference is still unknown after the settle delay.
+        return "deferred"
+    except NotifyApiError as error:
+        if _is_rate_limited(error):
+            _close_attempt(conn, row, str(error))  # a 429 is a certain refusal
+            return "deferred"
+        _mark_failed(conn, row, str(error))
+        return "failed"
+    _record_sent(conn, row, response)
+    return "sent"
+
+
+def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attempt_open: bool) -> str:
+    if attempt_open:
+        # A call was made and no MessageId recorded (task killed in between): SES cannot be asked
+        # whether it went out, so it is never repeated on its own.
+        _mark_unknown(
+            conn, row, "an earlier SES call may have been accepted; its MessageId was never recorded"
+        )
+        return "unknown"
+    rendered = render_email(
+        row.template, row.language, subject_type=row.subject_type, subject_id=row.subject_id
+    )
+    try:
+        raw_message = ses.message(row, rendered)
+    except (ValueError, TypeError, UnicodeError) as error:  # e.g. an address SES cannot put in a header
+        _mark_failed(conn, row, f"cannot build the SES message: {error}")
+        return "failed"
+    for attempt in range(SES_THROTTLE_TRIES):
+        pacer.wait()
+        _start_attempt(conn, row)
+        try:
+            message_id = ses.send(raw_message)
+        except Exception as error:  # classified: anything not known to be harmless counts as ambiguous
+            kind, description = _ses_error_kind(error), _describe_ses_error(error)
+            if kind in ("throttled", "not_sent"):
+                _close_attempt(conn, row, description)
+                if kind == "throttled" and attempt + 1 < SES_THROTTLE_TRIES:
+                    ses.sleep(SES_THROTTLE_BACKOFF_SECONDS * 2**attempt)
+                    continue
                 return "deferred"
-            if found is not None:
-                _record_sent(conn, row, found)
-                return "recovered"
-            continue
-        except NotifyApiError as error:
-            if _is_rate_limited(error):
-                _note_error(conn, row, str(error))
-                return "deferred"
-            _mark_failed(conn, row, str(error))
-            return "failed"
-        _record_sent(conn, row, response)
+            if kind == "refused":
+                _mark_failed(conn, row, description)
+                return "failed"
+            _mark_unknown(conn, row, f"ambiguous SES answer: {description}")
+            return "unknown"
+        _record_sent(conn, row, {"id": message_id})
         return "sent"
-    return "deferred"
+    raise AssertionError("unreachable")
 
 
 def _find_sent(client: NotifyClient, pacer: Pacer, reference: str) -> dict | None:
@@ -733,6 +1047,26 @@ def _is_rate_limited(error: NotifyApiError) -> bool:
     return getattr(error.__cause__, "status_code", None) == 429
 
 
+def _start_attempt(conn, row: _LedgerRow) -> None:
+    """Commit that a provider call is about to start (its outcome is open until recorded or closed)."""
+    conn.execute(
+        """UPDATE mailtrace.resend_request
+           SET attempts = attempts + 1, last_attempt_at = clock_timestamp(), attempt_open = true,
+               updated_at = now()
+           WHERE reference = %s""",
+        (row.reference,),
+    )
+
+
+def _close_attempt(conn, row: _LedgerRow, message: str) -> None:
+    """The call was certainly not accepted (rate-limited, no connection): sending again is safe."""
+    conn.execute(
+        """UPDATE mailtrace.resend_request SET attempt_open = false, error = %s, updated_at = now()
+           WHERE reference = %s""",
+        (message[:2000], row.reference),
+    )
+
+
 def _note_error(conn, row: _LedgerRow, message: str) -> None:
     conn.execute(
         "UPDATE mailtrace.resend_request SET error = %s, updated_at = now() WHERE reference = %s",
@@ -741,23 +1075,42 @@ def _note_error(conn, row: _LedgerRow, message: str) -> None:
 
 
 def _mark_failed(conn, row: _LedgerRow, message: str) -> None:
-    log.warning("Notify refused the email to %s: %s", mask_email(row.recipient_email), message)
+    log.warning("the provider refused the email to %s: %s", mask_email(row.recipient_email), message)
     conn.execute(
-        """UPDATE mailtrace.resend_request SET status = 'failed', error = %s, updated_at = now()
+        """UPDATE mailtrace.resend_request
+           SET status = 'failed', attempt_open = false, error = %s, updated_at = now()
+           WHERE reference = %s AND status = 'claimed'""",
+        (message[:2000], row.reference),
+    )
+
+
+def _mark_unknown(conn, row: _LedgerRow, message: str) -> None:
+    log.error(
+        "email to %s may or may not have been sent (%s); it needs a human: %s",
+        mask_email(row.recipient_email),
+        message,
+        UNKNOWN_DETAIL,
+    )
+    conn.execute(
+        """UPDATE mailtrace.resend_request SET status = 'unknown', error = %s, updated_at = now()
            WHERE reference = %s AND status = 'claimed'""",
         (message[:2000], row.reference),
     )
 
 
 def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
-    """Mark the row sent and log the event for the delivery pipeline, in one transaction."""
+    """Mark the row sent and log the event for the delivery pipeline, in one transaction.
+
+    `notification` is what the provider returned: Notify's notification (id, created_at) or, for SES,
+    `{"id": <MessageId>}`.
+    """
     provider_reference = str(notification["id"])
     sent_at = parse_timestamp(notification.get("created_at")) or datetime.now(UTC)
     with conn.transaction():
         conn.execute(
             """UPDATE mailtrace.resend_request
                SET status = 'sent', provider_reference = %(provider_reference)s, event_id = %(reference)s,
-                   sent_at = %(sent_at)s, error = NULL, updated_at = now()
+                   sent_at = %(sent_at)s, attempt_open = false, error = NULL, updated_at = now()
                WHERE reference = %(reference)s""",
             {"provider_reference": provider_reference, "reference": row.reference, "sent_at": sent_at},
         )
@@ -774,7 +1127,7 @@ def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
                 "subject_id": row.subject_id,
                 "notification_type": row.notification_type,
                 "email": row.recipient_email,
-                "provider": PROVIDER,
+                "provider": row.provider,
                 "provider_reference": provider_reference,
                 "sent_at": sent_at,
             },
@@ -785,7 +1138,11 @@ def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
 
 
 def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
-    """Count the run's ledger rows by status into its audit row; fail while any is unresolved."""
+    """Count the run's ledger rows by status into its audit row; fail while any is unresolved.
+
+    Rows left `claimed` can be retried; rows that ended `unknown` need a human: they are counted in
+    `resend_run.unknown`, marked in the run's outcome CSV and named in the error.
+    """
     with connect() as conn:
         counts = dict(
             conn.execute(
@@ -795,21 +1152,67 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
         )
         conn.execute(
             """UPDATE mailtrace.resend_run
-               SET sent = %(sent)s, failed = %(failed)s, unresolved = %(claimed)s, finished_at = now()
+               SET sent = %(sent)s, failed = %(failed)s, unresolved = %(claimed)s, unknown = %(unknown)s,
+                   finished_at = now()
                WHERE dag_run_id = %(run_id)s""",
             {
                 "sent": counts.get("sent", 0),
                 "failed": counts.get("failed", 0),
                 "claimed": counts.get("claimed", 0),
+                "unknown": counts.get("unknown", 0),
                 "run_id": run_id,
             },
         )
         conn.commit()
+        unknown_ids = []
+        if counts.get("unknown"):
+            unknown_ids = [
+                subject_id
+                for (subject_id,) in conn.execute(
+                    """SELECT subject_id FROM mailtrace.resend_request
+                       WHERE dag_run_id = %s AND status = 'unknown' ORDER BY subject_id""",
+                    (run_id,),
+                ).fetchall()
+            ]
+            outcome = conn.execute(
+                "SELECT outcome_uri FROM mailtrace.resend_run WHERE dag_run_id = %s", (run_id,)
+            ).fetchone()
+            if outcome and outcome[0]:
+                _mark_outcome_unknown(params.incident_id, run_id, outcome[0], set(unknown_ids))
     summary = {status: counts.get(status, 0) for status in ("sent", "failed", "claimed")}
-    log.info("resend %s run %s finished: %s", params.incident_id, run_id, summary)
+    log.info(
+        "resend %s run %s finished: %s, unknown %d", params.incident_id, run_id, summary, len(unknown_ids)
+    )
+    problems = []
     if summary["claimed"]:
-        raise ResendError(
+        problems.append(
             f"{summary['claimed']} emails are still unresolved; clear the failed send_chunk tasks or "
-            "trigger the same list again (already-sent IDs are skipped, unresolved ones looked up first)"
+            "trigger the same list again (already-sent IDs are skipped, unresolved ones looked up first)."
         )
+    if unknown_ids:
+        shown = ", ".join(unknown_ids[:20]) + (", …" if len(unknown_ids) > 20 else "")
+        problems.append(
+            f"{len(unknown_ids)} emails may or may not have been sent (status 'unknown': the SES call's "
+            f"outcome cannot be known) and are never re-sent automatically: {shown}. {UNKNOWN_DETAIL}."
+        )
+    if problems:
+        raise ResendError(" ".join(problems))
     return summary
+
+
+def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subject_ids: set[str]) -> None:
+    """Rewrite the run's outcome CSV: rows planned as `send` whose email ended `unknown` say so."""
+    text = read_s3_object(outcome_uri, max_bytes=64 * DEFAULT_MAX_BYTES).decode("utf-8")
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0] != OUTCOME_HEADER:
+        log.error("outcome %s has an unexpected header; not marking unknown rows in it", outcome_uri)
+        return
+    shown_ids = {neutralise_cell(subject_id) for subject_id in subject_ids}
+    decision_at, reason_at, detail_at = (
+        OUTCOME_HEADER.index(name) for name in ("decision", "reason", "detail")
+    )
+    subject_at = OUTCOME_HEADER.index("subject_id")
+    for row in rows[1:]:
+        if row[subject_at] in shown_ids and row[decision_at] in ("send", "unknown"):
+            row[decision_at], row[reason_at], row[detail_at] = "unknown", "send_unknown", UNKNOWN_DETAIL
+    write_outcome_csv(incident_id, run_id, to_csv(rows[0], rows[1:]))
