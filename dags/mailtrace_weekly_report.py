@@ -6,6 +6,11 @@ ended (CONTRACT.md §4), writes it to `s3://<mailtrace_report_bucket>/failed-not
 with server-side encryption, and emails the examiners (`mailtrace_examiner_emails`) a summary with the CSV
 attached, or linked when it is larger than `mailtrace_report_attach_max_bytes`.
 
+Late verdicts: each weekly run also rebuilds the week before (same key; a bounce or Notify temporary
+failure reconciled after that week's Monday report is in it now) and, only when its content changed since
+the examiners got it, emails them one short correction with the corrected CSV. A re-run sends none.
+"Newly flagged" in the email lists flags set since the previous weekly report was built.
+
 Catch-up builds missed weeks. Re-running a week rewrites the same bytes for the same data; a retry does
 not email twice. Trigger by hand with `start` and `end` dates (both included) for an ad-hoc period, stored
 at `failed-notifications/adhoc/<start>_<end>.csv`; a manual run is always emailed.
@@ -70,7 +75,26 @@ def mailtrace_weekly_report():
             manual_run=dag_run.run_type == "manual",
         )
 
+    @task
+    def rebuild_previous_week(params=None, logical_date=None, dag_run=None, run_id=None) -> dict:
+        """The week before this run's week, rebuilt with verdicts that arrived since (weekly runs only)."""
+        from mailtrace.report import rebuild_previous_for_run
+
+        return rebuild_previous_for_run(
+            params=params, logical_date=logical_date or dag_run.run_after, run_id=run_id
+        )
+
+    @task
+    def email_correction(rebuilt: dict, run_id=None) -> dict:
+        """A short correction to the examiners when the rebuilt week differs from what they were sent."""
+        from mailtrace.report import email_correction as send_correction
+
+        if not rebuilt["rebuilt"]:
+            return {"sent": False, "reason": rebuilt["reason"]}
+        return send_correction(bucket=rebuilt["bucket"], s3_key=rebuilt["s3_key"], run_id=run_id)
+
     email_report(build_report())
+    email_correction(rebuild_previous_week())
 
 
 mailtrace_weekly_report()

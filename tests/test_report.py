@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 
 from mailtrace import report
@@ -22,8 +23,10 @@ from mailtrace.report import (
     adhoc_period,
     build_for_run,
     build_report,
+    email_correction,
     email_report,
     neutralise_cell,
+    rebuild_previous_for_run,
     resolve_period,
     weekly_period,
     write_report_csv,
@@ -68,14 +71,45 @@ def insert_event(conn, event_id, sent_at, status="permanent_failure", reason="in
     conn.commit()
 
 
-def insert_flag(conn, email, action, happened_at, subject_id="R-1", reason="invalid_address"):
+def insert_flag(
+    conn,
+    email,
+    action,
+    happened_at,
+    subject_id="R-1",
+    reason="invalid_address",
+    *,
+    recorded_at=None,
+    still_flagged=True,
+    commit=True,
+):
+    """A flag_history row (recorded_at: the given instant, else the database's now()).
+
+    A 'set' that is `still_flagged` also gets the subject's contact and current flag, as a flags run leaves
+    them; otherwise the contact has since moved to another address, so the flag no longer holds.
+    """
     conn.execute(
         """INSERT INTO mailtrace.flag_history
-               (subject_type, subject_id, email, action, failure_reason, cause, happened_at)
-           VALUES ('registration', %s, %s, %s, %s, 'test', %s)""",
-        (subject_id, email, action, reason, happened_at),
+               (subject_type, subject_id, email, action, failure_reason, cause, happened_at, recorded_at)
+           VALUES ('registration', %s, %s, %s, %s, 'test', %s, coalesce(%s, now()))""",
+        (subject_id, email, action, reason, happened_at, recorded_at),
     )
-    conn.commit()
+    current = email if action == "set" and still_flagged else f"new-{subject_id}@example.com"
+    conn.execute(
+        """INSERT INTO mailtrace.contact (subject_type, subject_id, email) VALUES ('registration', %s, %s)
+           ON CONFLICT (subject_type, subject_id) DO UPDATE SET email = EXCLUDED.email""",
+        (subject_id, current),
+    )
+    if action == "set" and still_flagged:
+        conn.execute(
+            """INSERT INTO mailtrace.address_flag
+                   (subject_type, subject_id, email, failure_reason, cause, flagged_at, last_failed_event_id)
+               VALUES ('registration', %s, %s, %s, 'bounce', %s, 'test')
+               ON CONFLICT (subject_type, subject_id) DO UPDATE SET email = EXCLUDED.email""",
+            (subject_id, email, reason, happened_at),
+        )
+    if commit:
+        conn.commit()
 
 
 def s3_bytes(aws, bucket, key) -> bytes:
@@ -417,19 +451,170 @@ def test_empty_week_still_sends_a_short_no_failures_email(
 
 
 def test_newly_flagged_addresses_are_listed(warehouse_conn, s3_bucket, aws, smtp_server, examiners):
+    """The first weekly report lists flags set from its week's start on that still hold, counts the rest."""
     insert_event(warehouse_conn, "n1", local(2026, 1, 6, 9, 0))
-    insert_flag(warehouse_conn, "flagged.person@example.com", "set", local(2026, 1, 6, 10, 0), "R-77")
-    insert_flag(warehouse_conn, "earlier@example.com", "set", local(2026, 1, 2, 10, 0), "R-78")
-    insert_flag(warehouse_conn, "cleared@example.com", "cleared", local(2026, 1, 7, 10, 0), "R-79")
+    insert_flag(
+        warehouse_conn,
+        "flagged.person@example.com",
+        "set",
+        local(2026, 1, 4, 22, 0),  # the failed email went out the week before ...
+        "R-77",
+        recorded_at=local(2026, 1, 6, 10, 0),  # ... its flag was set in this one
+    )
+    insert_flag(
+        warehouse_conn,
+        "earlier@example.com",
+        "set",
+        local(2026, 1, 2, 10, 0),
+        "R-78",
+        recorded_at=local(2026, 1, 2, 11, 0),
+    )
+    insert_flag(
+        warehouse_conn,
+        "gone@example.com",
+        "set",
+        local(2026, 1, 6, 8, 0),
+        "R-80",
+        recorded_at=local(2026, 1, 6, 9, 0),
+        still_flagged=False,  # the person has since given a new address
+    )
+    insert_flag(
+        warehouse_conn,
+        "cleared@example.com",
+        "cleared",
+        local(2026, 1, 7, 10, 0),
+        "R-79",
+        recorded_at=local(2026, 1, 7, 10, 0),
+    )
 
     built = build_report(WEEK, bucket=s3_bucket)
     email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
 
     text = smtp_server.messages[0].get_body(("plain",)).get_content()
-    assert "Addresses newly flagged (1):" in text
-    assert "2026-01-06 10:00  registration R-77  flagged.person@example.com  invalid_address" in text
+    assert "Addresses newly flagged (1): flags set 2026-01-05 00:00 to " in text
+    assert (
+        "2026-01-06 10:00  registration R-77  flagged.person@example.com  invalid_address"
+        "  (failed email sent 2026-01-04 22:00)"
+    ) in text
+    assert "1 more flagged in that time have cleared since" in text
     assert "earlier@example.com" not in text
+    assert "gone@example.com" not in text
     assert "cleared@example.com" not in text
+    html = smtp_server.messages[0].get_body(("html",)).get_content()
+    assert "<td>flagged.person@example.com</td>" in html
+
+
+def test_bounce_reconciled_monday_after_the_report_is_listed_the_next_week(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    """A notice sent Sunday 23:30 bounces; the bounce is reconciled (and the flag set) Monday 06:30, after
+    the 06:00 report. That week's email is gone and next week's period excludes Sunday: flags are listed
+    by when they were set, since the previous weekly report was built, so the next report has it."""
+    insert_event(warehouse_conn, "sunday-notice", local(2026, 1, 11, 23, 30), "pending", None)
+    build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")
+    email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w02")
+
+    # Monday 06:30: reconcile records the bounce and the flags run sets the flag (recorded_at = now()).
+    warehouse_conn.execute(
+        "UPDATE mailtrace.notification_event SET delivery_status = 'permanent_failure', "
+        "failure_reason = 'invalid_address' WHERE event_id = 'sunday-notice'"
+    )
+    insert_flag(
+        warehouse_conn, "sunday-notice@example.com", "set", local(2026, 1, 11, 23, 30), "R-sunday-notice"
+    )
+
+    next_week = weekly_period(local(2026, 1, 19, 6, 0), "America/Vancouver")
+    build_report(next_week, bucket=s3_bucket, run_id="scheduled__w03")
+    email_report(bucket=s3_bucket, s3_key=next_week.s3_key, run_id="scheduled__w03")
+
+    first, second = (m.get_body(("plain",)).get_content() for m in smtp_server.messages)
+    assert "sunday-notice@example.com" not in first
+    assert "Addresses newly flagged (1):" in second
+    assert "registration R-sunday-notice  sunday-notice@example.com  invalid_address" in second
+    assert "(failed email sent 2026-01-11 23:30)" in second
+    # The windows tile: the second starts exactly where the first ended.
+    (w02_until, w03_since) = warehouse_conn.execute(
+        """SELECT (SELECT flags_until FROM mailtrace.report_manifest WHERE s3_key = %s),
+                  (SELECT flags_since FROM mailtrace.report_manifest WHERE s3_key = %s)""",
+        (WEEK.s3_key, next_week.s3_key),
+    ).fetchone()
+    assert w02_until == w03_since
+
+
+def test_flag_committed_after_the_build_by_an_older_transaction_is_not_lost(
+    warehouse_conn, warehouse_dsn, s3_bucket, aws, smtp_server, examiners
+):
+    """recorded_at is its writer's transaction start; a flags run that began before the report was built
+    and commits after its email must land in the next report's window, not fall between the two."""
+    with psycopg.connect(warehouse_dsn) as flags_run:
+        insert_flag(flags_run, "slow@example.com", "set", local(2026, 1, 9, 9, 0), "R-slow", commit=False)
+        build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")
+        email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w02")
+        flags_run.commit()
+
+    next_week = weekly_period(local(2026, 1, 19, 6, 0), "America/Vancouver")
+    build_report(next_week, bucket=s3_bucket, run_id="scheduled__w03")
+    email_report(bucket=s3_bucket, s3_key=next_week.s3_key, run_id="scheduled__w03")
+
+    first, second = (m.get_body(("plain",)).get_content() for m in smtp_server.messages)
+    assert "slow@example.com" not in first
+    assert "registration R-slow  slow@example.com" in second
+
+
+def test_rebuild_and_resend_list_the_same_newly_flagged(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    """A report's window is fixed at its first build: rebuilding it later neither widens nor shifts it."""
+    insert_flag(warehouse_conn, "first@example.com", "set", local(2026, 1, 6, 9, 0), "R-1")
+    build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")
+    window = warehouse_conn.execute(
+        "SELECT flags_since, flags_until FROM mailtrace.report_manifest WHERE s3_key = %s", (WEEK.s3_key,)
+    ).fetchone()
+    warehouse_conn.commit()
+    insert_flag(warehouse_conn, "later@example.com", "set", local(2026, 1, 13, 9, 0), "R-2")
+
+    build_report(WEEK, bucket=s3_bucket, run_id="manual__again")
+    email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="manual__again", manual_run=True)
+
+    assert (
+        warehouse_conn.execute(
+            "SELECT flags_since, flags_until FROM mailtrace.report_manifest WHERE s3_key = %s", (WEEK.s3_key,)
+        ).fetchone()
+        == window
+    )
+    text = smtp_server.messages[0].get_body(("plain",)).get_content()
+    assert "first@example.com" in text
+    assert "later@example.com" not in text
+
+
+def test_adhoc_report_lists_flags_set_within_its_period(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    period = adhoc_period("2026-01-06", "2026-01-07")
+    insert_flag(
+        warehouse_conn,
+        "inside@example.com",
+        "set",
+        local(2026, 1, 6, 8, 0),
+        "R-1",
+        recorded_at=local(2026, 1, 7, 23, 0),
+    )
+    insert_flag(
+        warehouse_conn,
+        "after@example.com",
+        "set",
+        local(2026, 1, 7, 8, 0),
+        "R-2",
+        recorded_at=local(2026, 1, 8, 0, 0),
+    )
+
+    build_report(period, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=period.s3_key, run_id="manual__adhoc", manual_run=True)
+
+    text = smtp_server.messages[0].get_body(("plain",)).get_content()
+    assert "Addresses newly flagged (1): flags set 2026-01-06 00:00 to 2026-01-08 00:00" in text
+    assert "inside@example.com" in text
+    assert "after@example.com" not in text
 
 
 def test_retry_does_not_email_twice_but_new_content_or_a_manual_run_does(
@@ -474,6 +659,195 @@ def test_missing_or_malformed_recipients_fail_before_sending(
     assert manifest_rows(warehouse_conn)[0][3] is None
 
 
+# ---------------------------------------------------------------------------------------------- corrections
+
+NEXT_MONDAY = local(2026, 1, 19, 6, 0)  # the scheduled run that reports 2026-W03 and corrects 2026-W02
+
+
+def test_late_failure_is_mailed_once_as_a_correction_the_next_week(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    insert_event(warehouse_conn, "on-time", local(2026, 1, 6, 9, 0))
+    insert_event(
+        warehouse_conn, "late", local(2026, 1, 11, 23, 30), "pending", None, notification_type="RENEWAL"
+    )
+
+    # Monday 2026-01-12: the W02 report (one failure); the week before has no report, so nothing to correct.
+    built = build_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02")
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__w02")
+    assert rebuild_previous_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02") == {
+        "rebuilt": False,
+        "reason": "no report for 2026-W01",
+    }
+    first_bytes = s3_bytes(aws, s3_bucket, WEEK.s3_key)
+
+    # Wednesday: Notify's temporary failure for the Sunday notice is reconciled, after the report.
+    warehouse_conn.execute(
+        "UPDATE mailtrace.notification_event SET delivery_status = 'temporary_failure', "
+        "failure_reason = 'mailbox_full' WHERE event_id = 'late'"
+    )
+    warehouse_conn.commit()
+
+    # Monday 2026-01-19: W03's own report, and W02 rebuilt with the late failure and corrected.
+    w03 = build_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
+    email_report(bucket=s3_bucket, s3_key=w03["s3_key"], run_id="scheduled__w03")
+    rebuilt = rebuild_previous_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
+    assert (rebuilt["rebuilt"], rebuilt["s3_key"], rebuilt["row_count"]) == (True, WEEK.s3_key, 2)
+    assert email_correction(bucket=s3_bucket, s3_key=rebuilt["s3_key"], run_id="scheduled__w03")["sent"]
+
+    corrected_bytes = s3_bytes(aws, s3_bucket, WEEK.s3_key)
+    assert corrected_bytes != first_bytes
+    assert [row[7] for row in csv_rows(corrected_bytes)[1:]] == ["on-time", "late"]
+    subjects = [m["Subject"] for m in smtp_server.messages]
+    assert subjects == [
+        "Failed notifications 2026-W02: 1 failed",
+        "Failed notifications 2026-W03: no failures",
+        "Corrected failed notifications 2026-W02: 1 more failure (now 2)",
+    ]
+    correction = smtp_server.messages[2]
+    assert smtp_server.envelopes[2][1] == examiners
+    (attachment,) = list(correction.iter_attachments())
+    assert attachment.get_filename() == "failed-notifications-2026-W02.csv"
+    assert attachment.get_payload(decode=True) == corrected_bytes
+    text = correction.get_body(("plain",)).get_content()
+    assert "1 more failed notification: 2 now, 1 in the report you received." in text
+    assert "RENEWAL: 0 / 1" in text
+    assert "temporary_failure, mailbox_full: 0 / 1" in text
+    assert "NOC:" not in text  # unchanged counts are not repeated
+    row = warehouse_conn.execute(
+        "SELECT sent_kind, sent_row_count, sent_checksum = checksum_sha256, sent_run_id "
+        "FROM mailtrace.report_manifest WHERE s3_key = %s",
+        (WEEK.s3_key,),
+    ).fetchone()
+    assert row == ("correction", 2, True, "scheduled__w03")
+
+    # Re-running the Monday run (or retrying its tasks) rewrites the same bytes and mails nothing more.
+    again = rebuild_previous_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
+    assert again["checksum_sha256"] == rebuilt["checksum_sha256"]
+    assert email_correction(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w03") == {
+        "sent": False,
+        "s3_key": WEEK.s3_key,
+        "reason": "unchanged",
+    }
+    assert not email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w02")["sent"]
+    assert s3_bytes(aws, s3_bucket, WEEK.s3_key) == corrected_bytes
+    assert len(smtp_server.messages) == 3
+
+
+def test_no_correction_for_an_unmailed_report_or_an_adhoc_run(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")  # built, its email never went out
+    insert_event(warehouse_conn, "late", local(2026, 1, 8, 9, 0))
+
+    rebuilt = rebuild_previous_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
+    assert rebuilt["row_count"] == 1
+    assert email_correction(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w03")["reason"] == (
+        "report not emailed yet"
+    )
+    adhoc = {"start": "2026-01-12", "end": "2026-01-18"}
+    assert rebuild_previous_for_run(params=adhoc, logical_date=NEXT_MONDAY, run_id="manual__1") == {
+        "rebuilt": False,
+        "reason": "ad-hoc period",
+    }
+    assert smtp_server.messages == []
+
+
+def test_large_correction_is_linked_and_fewer_failures_are_said_so(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_ATTACH_MAX_BYTES", "100")
+    insert_event(warehouse_conn, "a", local(2026, 1, 6, 9, 0), delivery_detail="y" * 200)
+    insert_event(warehouse_conn, "b", local(2026, 1, 7, 9, 0), "not_at_provider", None)
+    build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")
+    email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w02")
+    # The provider had it after all, and delivered it.
+    warehouse_conn.execute(
+        "UPDATE mailtrace.notification_event SET delivery_status = 'delivered' WHERE event_id = 'b'"
+    )
+    warehouse_conn.commit()
+
+    build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w03")
+    email_correction(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w03")
+
+    correction = smtp_server.messages[1]
+    assert correction["Subject"] == "Corrected failed notifications 2026-W02: 1 fewer failure (now 1)"
+    assert list(correction.iter_attachments()) == []
+    text = correction.get_body(("plain",)).get_content()
+    (link,) = re.findall(r"http://\S+", text)
+    with urllib.request.urlopen(link) as response:  # noqa: S310 - loopback moto URL
+        assert response.read() == s3_bytes(aws, s3_bucket, WEEK.s3_key)
+    assert "not_at_provider, -: 1 / 0" in text
+
+
+def test_correction_email_escapes_data_in_html():
+    payload = "<script>alert(1)</script>"
+    context = {
+        "period_label": "2026-W02",
+        "first_day": "2026-01-05",
+        "last_day": "2026-01-11",
+        "timezone": "America/Vancouver",
+        "row_count": 3,
+        "was": 3,
+        "more": 0,
+        "was_sent_at": "2026-01-12 06:01",
+        "by_type": [],
+        "by_reason": [{"delivery_status": "complaint", "failure_reason": payload, "was": 1, "now": 0}],
+        "delivery": "attachment",
+        "filename": payload,
+        "link": "",
+        "link_expires": "",
+        "s3_uri": "s3://bucket/key",
+    }
+    subject, text, html = report.render_correction(context)
+    assert subject == "Corrected failed notifications 2026-W02: revised (3 failed)"
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Still 3 failed notifications, with revised statuses or details." in text
+    assert f"complaint, {payload}: 1 / 0" in text
+
+
+def test_migration_gives_existing_reports_a_window_and_what_was_sent(empty_database_dsn, tmp_path):
+    """Reports built before migration 009 continue the chain from their build time; a mailed report's
+    content counts as what the examiners received, so its correction can say what changed."""
+    import shutil
+
+    from mailtrace.warehouse import MIGRATIONS_DIR, apply_migrations
+
+    migration = next(MIGRATIONS_DIR.glob("009_*.sql"))
+    for path in MIGRATIONS_DIR.glob("*.sql"):
+        if path.name < "009":
+            shutil.copy(path, tmp_path / path.name)
+    with psycopg.connect(empty_database_dsn) as conn:
+        apply_migrations(conn, tmp_path)
+        conn.execute(
+            """INSERT INTO mailtrace.report_manifest
+                   (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
+                    row_count, byte_count, checksum_sha256, summary, built_at, sent_at, sent_checksum)
+               VALUES ('b', %s, 'weekly', %s, %s, 'America/Vancouver', '2026-W02', 3, 100, %s, '{"total": 3}',
+                       %s, %s, %s)""",
+            (
+                WEEK.s3_key,
+                WEEK.start,
+                WEEK.end,
+                "a" * 64,
+                local(2026, 1, 12, 6, 0),
+                local(2026, 1, 12, 6, 1),
+                "a" * 64,
+            ),
+        )
+        conn.commit()
+        shutil.copy(migration, tmp_path / migration.name)
+        assert apply_migrations(conn, tmp_path) == [migration.name]
+        row = conn.execute(
+            "SELECT flags_since, flags_until, sent_row_count, sent_summary, sent_kind "
+            "FROM mailtrace.report_manifest"
+        ).fetchone()
+    assert row == (WEEK.start, local(2026, 1, 12, 6, 0), 3, {"total": 3}, "report")
+
+
 # ---------------------------------------------------------------------------------------------- the DAG
 
 
@@ -486,7 +860,9 @@ def test_dag_runs_monday_0600_vancouver_with_catchup_and_date_params():
     assert bag.import_errors == {}
     dag = bag.dags["mailtrace_weekly_report"]
     assert (dag.catchup, dag.max_active_runs) == (True, 1)
-    assert [t.task_id for t in dag.topological_sort()] == ["build_report", "email_report"]
+    assert dag.get_task("email_report").upstream_task_ids == {"build_report"}
+    assert dag.get_task("email_correction").upstream_task_ids == {"rebuild_previous_week"}
+    assert set(dag.task_ids) == {"build_report", "email_report", "rebuild_previous_week", "email_correction"}
     assert set(dag.params) == {"start", "end"}
     timetable = coerce_to_core_timetable(dag.timetable)
 
@@ -532,3 +908,14 @@ def test_dag_end_to_end_builds_and_emails_the_week(
     assert [row[7] for row in csv_rows(s3_bytes(aws, s3_bucket, WEEK.s3_key))[1:]] == ["e2e"]
     (message,) = smtp_server.messages
     assert message["Subject"] == "Failed notifications 2026-W02: 1 failed"
+
+    # A bounce for a W02 notice reconciled after that report: the next Monday's run corrects W02.
+    insert_event(warehouse_conn, "e2e-late", local(2026, 1, 9, 12, 0))
+    run = dag.test(logical_date=NEXT_MONDAY)
+
+    assert run.state == "success"
+    assert [row[7] for row in csv_rows(s3_bytes(aws, s3_bucket, WEEK.s3_key))[1:]] == ["e2e-late", "e2e"]
+    assert sorted(m["Subject"] for m in smtp_server.messages[1:]) == [
+        "Corrected failed notifications 2026-W02: 1 more failure (now 2)",
+        "Failed notifications 2026-W03: no failures",
+    ]

@@ -8,6 +8,16 @@ Two steps, each safe to run again:
 * `email_report` sends the summary, with the CSV attached when small or linked (presigned, expiring)
   when not, and records it in the manifest so a retry does not mail the examiners twice.
 
+Late verdicts: a week's CSV is built on Monday by sent_at, but a temporary failure or a bounce can be
+reconciled days later. Each weekly run therefore also rebuilds the week before (`rebuild_previous_week`,
+same key, same bytes for the same data) and, when the rebuilt content differs from what the examiners
+were sent, mails them one short correction (`email_correction`), recorded like the report itself so a
+re-run sends none.
+
+"Newly flagged" in the email means flags set (flag_history.recorded_at) since the previous weekly report
+was built, so a bounce reconciled on Monday morning for an email sent late on Sunday is listed in the
+next report rather than in none. Each report keeps its window [flags_since, flags_until) in the manifest.
+
 Memory stays flat however many rows a period has: rows come from a server-side cursor a chunk at a time
 and go straight to disk, and the upload reads the file back in parts.
 """
@@ -81,6 +91,8 @@ MAX_LINK_EXPIRY_HOURS = 7 * 24
 FETCH_ROWS = 2_000
 # Newly flagged addresses listed in the email body; the rest are counted, not listed.
 FLAGGED_LISTED_MAX = 200
+# Serialises manifest upserts, so two builds never compute overlapping "newly flagged" windows.
+MANIFEST_LOCK = 7_301_004
 
 _ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 
@@ -333,24 +345,76 @@ def summarise_failures(conn: psycopg.Connection, period: ReportPeriod) -> dict:
     }
 
 
-def newly_flagged(conn: psycopg.Connection, period: ReportPeriod) -> tuple[list[dict], int]:
-    """Addresses flagged during the period (at most FLAGGED_LISTED_MAX of them) and how many there were."""
+@dataclass(frozen=True)
+class NewlyFlagged:
+    """Flags set in a report's window: those still in effect (listed, up to a limit) and those cleared."""
+
+    listed: list[dict]
+    total: int  # still flagged now
+    cleared: int  # set in the window, cleared since (contact changed, a later email delivered)
+
+
+def newly_flagged(
+    conn: psycopg.Connection, flags_since: datetime, flags_until: datetime, timezone: str
+) -> NewlyFlagged:
+    """Flags set (recorded) in [flags_since, flags_until) and still in effect, oldest first.
+
+    Lists at most FLAGGED_LISTED_MAX; `flagged_at` is when the flag was set, `failed_sent_at` when the
+    failed email that caused it was sent (it may be in an earlier week).
+    """
     rows = conn.execute(
         read_sql("report_newly_flagged.sql"),
-        {"period_start": period.start, "period_end": period.end, "max_rows": FLAGGED_LISTED_MAX},
+        {"flags_since": flags_since, "flags_until": flags_until, "max_rows": FLAGGED_LISTED_MAX},
     ).fetchall()
-    zone = _zone(period.timezone)
-    flagged = [
-        {
-            "subject_type": subject_type,
-            "subject_id": subject_id,
-            "email": email,
-            "failure_reason": failure_reason or "",
-            "flagged_at": happened_at.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-        }
-        for subject_type, subject_id, email, failure_reason, happened_at, _total in rows
-    ]
-    return flagged, (rows[0][-1] if rows else 0)
+    zone = _zone(timezone)
+
+    def local_minute(instant: datetime) -> str:
+        return instant.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+    listed = []
+    for row in rows:
+        subject_type, subject_id, email, failure_reason, happened_at, recorded_at = row[2:]
+        if subject_type is None:
+            continue  # nothing to list: the row carries the counts alone
+        listed.append(
+            {
+                "subject_type": subject_type,
+                "subject_id": subject_id,
+                "email": email,
+                "failure_reason": failure_reason or "",
+                "flagged_at": local_minute(recorded_at),
+                "failed_sent_at": local_minute(happened_at),
+            }
+        )
+    total, cleared = rows[0][:2]
+    return NewlyFlagged(listed, total, cleared)
+
+
+def flags_window(
+    conn: psycopg.Connection, period: ReportPeriod, cutoff: datetime
+) -> tuple[datetime, datetime]:
+    """The [since, until) of flag_history.recorded_at a new report's email lists as newly flagged.
+
+    Weekly: from where the previous weekly report's window ended (the first weekly report: from the
+    period's start) to `cutoff` (see sql/report_flags_cutoff.sql), never into a later weekly report's
+    window. Ad hoc: the flags set within the period, up to `cutoff`. Call under MANIFEST_LOCK.
+    """
+    if period.kind != "weekly":
+        since = period.start
+        return since, max(since, min(cutoff, period.end))
+    previous_until, next_since = conn.execute(
+        read_sql("report_flags_window.sql"), {"period_start": period.start}
+    ).fetchone()
+    since = previous_until or period.start
+    until = min(cutoff, next_since) if next_since is not None else cutoff
+    return since, max(since, until)
+
+
+def _manifest_flags_window(manifest: dict) -> tuple[datetime, datetime]:
+    """A manifest row's window; a row build_report did not write (no window) is [period_start, built_at)."""
+    since = manifest["flags_since"] or manifest["period_start"]
+    until = manifest["flags_until"] or max(since, manifest["built_at"])
+    return since, until
 
 
 # --------------------------------------------------------------------------------------------------
@@ -363,12 +427,15 @@ def _s3_hook():
     return S3Hook(aws_conn_id=AWS_CONN_ID, extra_args={"ContentType": "text/csv; charset=utf-8"})
 
 
+# The "newly flagged" window is fixed when a report is first built: a rebuild (a re-run, or the
+# following week's correction pass) keeps it, so the email lists the same flags and windows never overlap.
 _UPSERT_MANIFEST = """
 INSERT INTO mailtrace.report_manifest
     (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
-     row_count, byte_count, checksum_sha256, summary, built_run_id)
+     row_count, byte_count, checksum_sha256, summary, built_run_id, flags_since, flags_until)
 VALUES (%(bucket)s, %(s3_key)s, %(period_kind)s, %(period_start)s, %(period_end)s, %(period_timezone)s,
-        %(period_label)s, %(row_count)s, %(byte_count)s, %(checksum_sha256)s, %(summary)s, %(built_run_id)s)
+        %(period_label)s, %(row_count)s, %(byte_count)s, %(checksum_sha256)s, %(summary)s, %(built_run_id)s,
+        %(flags_since)s, %(flags_until)s)
 ON CONFLICT (bucket, s3_key) DO UPDATE SET
     period_kind = EXCLUDED.period_kind,
     period_start = EXCLUDED.period_start,
@@ -402,6 +469,7 @@ def build_report(
             csv_path = Path(scratch) / "report.csv"
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                (flags_cutoff,) = conn.execute(read_sql("report_flags_cutoff.sql")).fetchone()
                 with csv_path.open("wb") as out:
                     stats = write_report_csv(conn, period, out, subject_id_header=subject_id_header)
                 summary = summarise_failures(conn, period)
@@ -409,6 +477,8 @@ def build_report(
                 raise RuntimeError(f"summary counts {summary['total']} rows, the CSV {stats.row_count}")
             _s3_hook().load_file(csv_path, key=period.s3_key, bucket_name=bucket, replace=True, encrypt=True)
         with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MANIFEST_LOCK,))
+            flags_since, flags_until = flags_window(conn, period, flags_cutoff)
             conn.execute(
                 _UPSERT_MANIFEST,
                 {
@@ -424,6 +494,8 @@ def build_report(
                     "checksum_sha256": stats.checksum_sha256,
                     "summary": Jsonb(summary),
                     "built_run_id": run_id,
+                    "flags_since": flags_since,
+                    "flags_until": flags_until,
                 },
             )
     log.info(
@@ -525,7 +597,12 @@ def _jinja() -> Environment:
 
 
 def render_email(context: dict) -> tuple[str, str, str]:
-    """Subject, plain text and HTML of the report email; HTML autoescaped (the data is untrusted)."""
+    """Subject, plain text and HTML of the report email; HTML autoescaped (the data is untrusted).
+
+    The newly-flagged window, the cleared count and each row's failed-email date are optional.
+    """
+    context = {"flags_since": "", "flags_until": "", "flagged_cleared": 0, **context}
+    context["flagged"] = [{"failed_sent_at": "", **row} for row in context.get("flagged", [])]
     env = _jinja()
     text = env.get_template("weekly_report.txt.j2").render(context)
     html = env.get_template("weekly_report.html.j2").render(context)
@@ -533,12 +610,52 @@ def render_email(context: dict) -> tuple[str, str, str]:
     return f"Failed notifications {context['period_label']}: {outcome}", text, html
 
 
+# sent_* describe the content the examiners last received (the report, or a correction of it): the
+# manifest as it was read before sending, so a rebuild racing the email is still mailed as a correction.
 _MARK_SENT = """
 UPDATE mailtrace.report_manifest
 SET recipients = %(recipients)s, delivery = %(delivery)s, message_id = %(message_id)s, sent_at = now(),
-    sent_run_id = %(run_id)s, sent_checksum = %(checksum)s
+    sent_run_id = %(run_id)s, sent_checksum = %(checksum)s, sent_row_count = %(row_count)s,
+    sent_summary = %(summary)s, sent_kind = %(kind)s
 WHERE bucket = %(bucket)s AND s3_key = %(s3_key)s
 """
+
+
+def _load_manifest(conn: psycopg.Connection, bucket: str, s3_key: str) -> dict | None:
+    with conn.cursor(row_factory=dict_row) as cursor:
+        manifest = cursor.execute(
+            "SELECT * FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s", (bucket, s3_key)
+        ).fetchone()
+    conn.commit()
+    return manifest
+
+
+def _mark_sent(
+    conn: psycopg.Connection,
+    manifest: dict,
+    *,
+    kind: str,
+    recipients: list[str],
+    delivery: str | None,
+    message_id: str,
+    run_id: str | None,
+) -> None:
+    with conn.transaction():
+        conn.execute(
+            _MARK_SENT,
+            {
+                "recipients": recipients,
+                "delivery": delivery,
+                "message_id": message_id,
+                "run_id": run_id,
+                "checksum": manifest["checksum_sha256"],
+                "row_count": manifest["row_count"],
+                "summary": Jsonb(manifest["summary"]),
+                "kind": kind,
+                "bucket": manifest["bucket"],
+                "s3_key": manifest["s3_key"],
+            },
+        )
 
 
 def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_run: bool = False) -> dict:
@@ -548,11 +665,7 @@ def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_
     the manifest update, its retry sends again (at least once) rather than risk sending nothing.
     """
     with connect() as conn:
-        with conn.cursor(row_factory=dict_row) as cursor:
-            manifest = cursor.execute(
-                "SELECT * FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s", (bucket, s3_key)
-            ).fetchone()
-        conn.commit()
+        manifest = _load_manifest(conn, bucket, s3_key)
         if manifest is None:
             raise LookupError(f"no manifest row for s3://{bucket}/{s3_key}; run build_report first")
         if not should_send(manifest, run_id=run_id, manual_run=manual_run):
@@ -560,49 +673,188 @@ def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_
             return {"sent": False, "s3_key": s3_key}
         recipients = examiner_recipients()
         period = _period_from_manifest(manifest)
-        flagged, flagged_total = newly_flagged(conn, period)
+        flags_since, flags_until = _manifest_flags_window(manifest)
+        flagged = newly_flagged(conn, flags_since, flags_until, period.timezone)
         conn.commit()
 
-        delivery, attachments, link, link_expires = _deliverable(manifest)
         zone = _zone(period.timezone)
-        summary = manifest["summary"]
         context = {
-            **summary,
-            "period_label": period.label,
+            **manifest["summary"],
+            **_file_context(manifest, period),
             "period_kind": period.kind,
-            "first_day": period.first_day.isoformat(),
-            "last_day": period.last_day.isoformat(),
-            "timezone": period.timezone,
-            "row_count": manifest["row_count"],
-            "s3_uri": f"s3://{bucket}/{s3_key}",
-            "filename": _attachment_name(s3_key),
-            "delivery": delivery,
-            "link": link,
-            "link_expires": link_expires.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
-            if link_expires
-            else "",
-            "flagged": flagged,
-            "flagged_total": flagged_total,
-            "flagged_omitted": flagged_total - len(flagged),
+            "flagged": flagged.listed,
+            "flagged_total": flagged.total,
+            "flagged_omitted": flagged.total - len(flagged.listed),
+            "flagged_cleared": flagged.cleared,
+            "flags_since": flags_since.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            "flags_until": flags_until.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "subject_id_header": get_setting("subject_id_header", SUBJECT_ID_COLUMN),
         }
         subject, text, html = render_email(context)
-        message_id = send_email(to=recipients, subject=subject, text=text, html=html, attachments=attachments)
-        with conn.transaction():
-            conn.execute(
-                _MARK_SENT,
-                {
-                    "recipients": recipients,
-                    "delivery": delivery,
-                    "message_id": message_id,
-                    "run_id": run_id,
-                    "checksum": manifest["checksum_sha256"],
-                    "bucket": bucket,
-                    "s3_key": s3_key,
-                },
-            )
+        message_id = send_email(
+            to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
+        )
+        _mark_sent(
+            conn,
+            manifest,
+            kind="report",
+            recipients=recipients,
+            delivery=context["delivery"],
+            message_id=message_id,
+            run_id=run_id,
+        )
+        delivery = context["delivery"]
     log.info("report %s emailed to %d examiners (%s)", period.label, len(recipients), delivery or "no file")
     return {"sent": True, "s3_key": s3_key, "delivery": delivery, "recipients": len(recipients)}
+
+
+def _file_context(manifest: dict, period: ReportPeriod) -> dict:
+    """Template values saying which file this is and how it reaches the examiners (plus the attachments)."""
+    delivery, attachments, link, link_expires = _deliverable(manifest)
+    zone = _zone(period.timezone)
+    return {
+        "period_label": period.label,
+        "first_day": period.first_day.isoformat(),
+        "last_day": period.last_day.isoformat(),
+        "timezone": period.timezone,
+        "row_count": manifest["row_count"],
+        "s3_uri": f"s3://{manifest['bucket']}/{manifest['s3_key']}",
+        "filename": _attachment_name(manifest["s3_key"]),
+        "delivery": delivery,
+        "attachments": attachments,
+        "link": link,
+        "link_expires": link_expires.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if link_expires else "",
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Corrections: late verdicts for the week before
+
+
+def rebuild_previous_week(
+    period: ReportPeriod,
+    *,
+    bucket: str,
+    run_id: str | None = None,
+    subject_id_header: str = SUBJECT_ID_COLUMN,
+) -> dict:
+    """Rebuild the weekly report before `period` (same key, same bytes for the same data), if there is one.
+
+    Late receipts (Notify temporary failures, bounces after a delivery) arrive up to days after a week's
+    report was built; a week later they are in. Only a week that already has a report is rebuilt: the week
+    before the first report, or before an ad-hoc period, is left alone. Returns a small dict for XCom.
+    """
+    if period.kind != "weekly":
+        return {"rebuilt": False, "reason": "ad-hoc period"}
+    previous = period.previous()
+    with connect() as conn:
+        apply_migrations(conn)
+        exists = conn.execute(
+            "SELECT 1 FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s",
+            (bucket, previous.s3_key),
+        ).fetchone()
+        conn.commit()
+    if exists is None:
+        log.info("no report for %s to rebuild", previous.label)
+        return {"rebuilt": False, "reason": f"no report for {previous.label}"}
+    built = build_report(previous, bucket=bucket, run_id=run_id, subject_id_header=subject_id_header)
+    return {"rebuilt": True, **built}
+
+
+def rebuild_previous_for_run(
+    *, params: dict | None, logical_date: datetime, run_id: str | None = None
+) -> dict:
+    """`rebuild_previous_week` for a DAG run: the week before the run's period, settings from Variables."""
+    timezone = get_setting("timezone", DEFAULT_TIMEZONE)
+    return rebuild_previous_week(
+        resolve_period(params, logical_date, timezone),
+        bucket=get_setting("report_bucket"),
+        run_id=run_id,
+        subject_id_header=get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+    )
+
+
+def _count_changes(sent: dict | None, now: dict, list_name: str, names: tuple[str, ...]) -> list[dict]:
+    """Rows of `now[list_name]` whose current-period count differs from the emailed summary's."""
+
+    def counts(summary: dict | None) -> dict[tuple, int]:
+        rows = (summary or {}).get(list_name, [])
+        return {tuple(row[n] for n in names): row["current"] for row in rows}
+
+    before, after = counts(sent), counts(now)
+    changes = []
+    for key in sorted(set(before) | set(after), key=lambda k: tuple(map(str, k))):
+        was, is_now = before.get(key, 0), after.get(key, 0)
+        if was != is_now:
+            changes.append({**dict(zip(names, key, strict=True)), "was": was, "now": is_now})
+    changes.sort(key=lambda r: (-abs(r["now"] - r["was"]), *(str(r[n]) for n in names)))
+    return changes
+
+
+def correction_subject(label: str, was: int | None, now: int) -> str:
+    """`Corrected failed notifications 2026-W02: 2 more failures (now 5)`."""
+    if was is None or was == now:
+        return f"Corrected failed notifications {label}: revised ({now} failed)"
+    difference = now - was
+    plural = "" if abs(difference) == 1 else "s"
+    change = f"{abs(difference)} {'more' if difference > 0 else 'fewer'} failure{plural}"
+    return f"Corrected failed notifications {label}: {change} (now {now})"
+
+
+def render_correction(context: dict) -> tuple[str, str, str]:
+    """Subject, plain text and HTML of a correction email; HTML autoescaped."""
+    env = _jinja()
+    text = env.get_template("weekly_report_correction.txt.j2").render(context)
+    html = env.get_template("weekly_report_correction.html.j2").render(context)
+    return correction_subject(context["period_label"], context["was"], context["row_count"]), text, html
+
+
+def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> dict:
+    """Mail the examiners a short correction when a rebuilt report differs from the content they were sent.
+
+    Nothing when the content is what they have (so a re-run sends none), nor when the report was never
+    mailed (its own run mails it whole). The corrected CSV is attached or linked as for the report.
+    """
+    with connect() as conn:
+        manifest = _load_manifest(conn, bucket, s3_key)
+        if manifest is None:
+            raise LookupError(f"no manifest row for s3://{bucket}/{s3_key}; run build_report first")
+        if manifest["sent_at"] is None:
+            log.info("report %s was never emailed; no correction to send", s3_key)
+            return {"sent": False, "s3_key": s3_key, "reason": "report not emailed yet"}
+        if manifest["sent_checksum"] == manifest["checksum_sha256"]:
+            log.info("report %s is unchanged since it was emailed; no correction", s3_key)
+            return {"sent": False, "s3_key": s3_key, "reason": "unchanged"}
+        recipients = examiner_recipients()
+        period = _period_from_manifest(manifest)
+        zone = _zone(period.timezone)
+        was = manifest["sent_row_count"]
+        summary = manifest["summary"]
+        context = {
+            **_file_context(manifest, period),
+            "was": was,
+            "more": None if was is None else manifest["row_count"] - was,
+            "was_sent_at": manifest["sent_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M"),
+            "by_type": _count_changes(manifest["sent_summary"], summary, "by_type", ("notification_type",)),
+            "by_reason": _count_changes(
+                manifest["sent_summary"], summary, "by_reason", ("delivery_status", "failure_reason")
+            ),
+        }
+        subject, text, html = render_correction(context)
+        message_id = send_email(
+            to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
+        )
+        _mark_sent(
+            conn,
+            manifest,
+            kind="correction",
+            recipients=recipients,
+            delivery=context["delivery"],
+            message_id=message_id,
+            run_id=run_id,
+        )
+    log.info("correction of %s emailed to %d examiners", period.label, len(recipients))
+    return {"sent": True, "s3_key": s3_key, "delivery": context["delivery"], "recipients": len(recipients)}
 
 
 def _attachment_name(s3_key: str) -> str:
