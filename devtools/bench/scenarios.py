@@ -81,20 +81,7 @@ def _bare_copy(conn: psycopg.Connection, events: list[ProviderEvent]) -> None:
     with conn.cursor() as cursor:
         with cursor.copy(sql.SQL("COPY bench_bare_copy ({}) FROM STDIN").format(columns)) as copy:
             for event in events:
-                copy.write_row(
-                    (
-                        event.provider,
-                        event.provider_reference,
-                        event.raw_status,
-                        event.delivery_status,
-                        event.event_at,
-                        event.source,
-                        event.recipient_email,
-                        event.client_reference,
-                        event.failure_reason,
-                        event.detail,
-                    )
-                )
+                copy.write_row(event.copy_row())
     conn.commit()
 
 

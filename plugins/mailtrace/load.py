@@ -49,20 +49,7 @@ def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: Sta
         with conn.cursor() as cur:
             with cur.copy(_COPY_STAGE) as copy:
                 for event in chunk:
-                    copy.write_row(
-                        (
-                            event.provider,
-                            event.provider_reference,
-                            event.raw_status,
-                            event.delivery_status,
-                            event.event_at,
-                            event.source,
-                            event.recipient_email,
-                            event.client_reference,
-                            event.failure_reason,
-                            event.detail,
-                        )
-                    )
+                    copy.write_row(event.copy_row())
             cur.execute(read_sql("load_provider_events.sql"))
             inserted = cur.rowcount
         if callable(state):

@@ -40,6 +40,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from mailtrace.events import FAILED_STATUSES
 from mailtrace.mailer import Attachment, send_email
 from mailtrace.paths import TEMPLATES_DIR, read_sql
 from mailtrace.privacy import mask_email
@@ -52,15 +53,6 @@ AWS_CONN_ID = "aws_default"
 DEFAULT_TIMEZONE = "America/Vancouver"
 KEY_PREFIX = "failed-notifications/"
 
-# CONTRACT.md §2: every delivery status that means the person did not get the email.
-FAILED_STATUSES = (
-    "permanent_failure",
-    "temporary_failure",
-    "technical_failure",
-    "complaint",
-    "not_at_provider",
-    "send_failed",
-)
 
 # CONTRACT.md §4, in file order. The subject id column's header is a setting (default below).
 SUBJECT_ID_COLUMN = "registration_number"
