@@ -8,6 +8,7 @@ realistic event log; runs every DAG with `airflow dags test`; prints where the r
 from __future__ import annotations
 
 import json
+import logging
 import mailbox
 import os
 import shutil
@@ -92,6 +93,7 @@ def _start_simulator(stack: ExitStack):
 def _start_moto(stack: ExitStack) -> str:
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3/SQS request drowns the summary
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
