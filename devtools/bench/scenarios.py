@@ -75,6 +75,24 @@ CREATE TABLE bench_bare_copy (
 """
 
 
+def _aws_and_warehouse_env(endpoint: str, warehouse_dsn: str) -> dict[str, str]:
+    """Credentials and connections: `aws_default` at moto, `mailtrace_warehouse` at a scratch DB."""
+    return {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "ca-central-1",
+        "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(warehouse_dsn),
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"region_name": "ca-central-1", "endpoint_url": endpoint},
+            }
+        ),
+    }
+
+
 def _bare_copy(conn: psycopg.Connection, events: list[ProviderEvent]) -> None:
     """The physical limit: the same rows, the same client path (cursor.copy + write_row), no index."""
     columns = sql.SQL(", ").join(sql.Identifier(c) for c in PROVIDER_EVENT_COLUMNS)
@@ -452,18 +470,7 @@ def memory(server: Server, config: Config) -> list[Measure]:
         endpoint = f"http://127.0.0.1:{port}"
         env = {
             **base_env,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "ca-central-1",
-            "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(server.dsn(name)),
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-                {
-                    "conn_type": "aws",
-                    "login": "testing",
-                    "password": "testing",
-                    "extra": {"region_name": "ca-central-1", "endpoint_url": endpoint},
-                }
-            ),
+            **_aws_and_warehouse_env(endpoint, server.dsn(name)),
             "BENCH_NOW": now.isoformat(),
         }
         import boto3
@@ -575,18 +582,7 @@ def resend(server: Server, config: Config) -> list[Measure]:
         ).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "ca-central-1"})
         os.environ.update(
             {
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": "ca-central-1",
-                "AIRFLOW_CONN_MAILTRACE_WAREHOUSE": airflow_connection_json(server.dsn(name)),
-                "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
-                    {
-                        "conn_type": "aws",
-                        "login": "testing",
-                        "password": "testing",
-                        "extra": {"region_name": "ca-central-1", "endpoint_url": endpoint},
-                    }
-                ),
+                **_aws_and_warehouse_env(endpoint, server.dsn(name)),
                 "AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET": bucket,
                 "AIRFLOW_VAR_MAILTRACE_NOTIFY_TEMPLATE_ID": str(uuid.uuid4()),
                 "AIRFLOW_VAR_MAILTRACE_ENVIRONMENT": "production",

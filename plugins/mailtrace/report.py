@@ -622,22 +622,27 @@ def _load_manifest(conn: psycopg.Connection, bucket: str, s3_key: str) -> dict |
     return manifest
 
 
-def _mark_sent(
+def _send_and_record(
     conn: psycopg.Connection,
     manifest: dict,
     *,
     kind: str,
     recipients: list[str],
-    delivery: str | None,
-    message_id: str,
+    rendered: tuple[str, str, str],
+    context: dict,
     run_id: str | None,
 ) -> None:
+    """Email the examiners, then record in the manifest what they were sent (a retry then sends nothing)."""
+    subject, text, html = rendered
+    message_id = send_email(
+        to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
+    )
     with conn.transaction():
         conn.execute(
             _MARK_SENT,
             {
                 "recipients": recipients,
-                "delivery": delivery,
+                "delivery": context["delivery"],
                 "message_id": message_id,
                 "run_id": run_id,
                 "checksum": manifest["checksum_sha256"],
@@ -682,17 +687,13 @@ def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_
             "flags_until": flags_until.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "subject_id_header": get_setting("subject_id_header", SUBJECT_ID_COLUMN),
         }
-        subject, text, html = render_email(context)
-        message_id = send_email(
-            to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
-        )
-        _mark_sent(
+        _send_and_record(
             conn,
             manifest,
             kind="report",
             recipients=recipients,
-            delivery=context["delivery"],
-            message_id=message_id,
+            rendered=render_email(context),
+            context=context,
             run_id=run_id,
         )
         delivery = context["delivery"]
@@ -832,17 +833,13 @@ def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> 
                 manifest["sent_summary"], summary, "by_reason", ("delivery_status", "failure_reason")
             ),
         }
-        subject, text, html = render_correction(context)
-        message_id = send_email(
-            to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
-        )
-        _mark_sent(
+        _send_and_record(
             conn,
             manifest,
             kind="correction",
             recipients=recipients,
-            delivery=context["delivery"],
-            message_id=message_id,
+            rendered=render_correction(context),
+            context=context,
             run_id=run_id,
         )
     log.info("correction of %s emailed to %d examiners", period.label, len(recipients))
