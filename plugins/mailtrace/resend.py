@@ -949,14 +949,9 @@ def _send_one_notify(
     if attempts > 0:
         # An earlier call may have been accepted (task killed before recording it, or an ambiguous
         # answer): ask Notify before sending anything.
-        try:
-            found = _find_sent(client, pacer, row.reference)
-        except NotifyApiError as error:
-            _note_error(conn, row, f"lookup failed: {error}")
-            return "deferred"
-        if found is not None:
-            _record_sent(conn, row, found)
-            return "recovered"
+        outcome = _recover_if_sent(conn, client, pacer, row, failure_note="lookup failed")
+        if outcome is not None:
+            return outcome
         if attempt_open and not settled:
             # Not found is no proof yet: Notify may still be storing an email it accepted.
             log.warning(
@@ -975,17 +970,12 @@ def _send_one_notify(
     except AmbiguousSendError as error:
         log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
         _note_error(conn, row, f"ambiguous answer: {error}")
-        try:
-            found = _find_sent(client, pacer, row.reference)
-        except NotifyApiError as lookup_error:
-            _note_error(conn, row, f"ambiguous send, then lookup failed: {lookup_error}")
-            return "deferred"
-        if found is not None:
-            _record_sent(conn, row, found)
-            return "recovered"
-        # Never a second POST in this attempt: the row stays claimed with its call open, and a later
-        # attempt sends only if the reference is still unknown after the settle delay.
-        return "deferred"
+        # Never a second POST in this attempt: unless the email is found, the row stays claimed with its
+        # call open, and a later attempt sends only if the reference is still unknown after the settle delay.
+        outcome = _recover_if_sent(
+            conn, client, pacer, row, failure_note="ambiguous send, then lookup failed"
+        )
+        return outcome or "deferred"
     except NotifyApiError as error:
         if _is_rate_limited(error):
             _close_attempt(conn, row, str(error))  # a 429 is a certain refusal
@@ -1033,6 +1023,22 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
         _record_sent(conn, row, {"id": message_id})
         return "sent"
     raise AssertionError("unreachable")
+
+
+def _recover_if_sent(
+    conn, client: NotifyClient, pacer: Pacer, row: _LedgerRow, *, failure_note: str
+) -> str | None:
+    """Ask Notify for the row's reference: "recovered" (recorded) when the email went out, "deferred"
+    when the look-up itself failed, None when Notify has no such email."""
+    try:
+        found = _find_sent(client, pacer, row.reference)
+    except NotifyApiError as error:
+        _note_error(conn, row, f"{failure_note}: {error}")
+        return "deferred"
+    if found is None:
+        return None
+    _record_sent(conn, row, found)
+    return "recovered"
 
 
 def _find_sent(client: NotifyClient, pacer: Pacer, reference: str) -> dict | None:
