@@ -19,6 +19,10 @@ def _grace() -> timedelta:
     return timedelta(minutes=float(get_setting("not_at_provider_grace_minutes", 120)))
 
 
+def _list_overlap() -> timedelta:
+    return timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120)))
+
+
 def run_migrations() -> list[str]:
     with connect() as conn:
         return apply_migrations(conn)
@@ -32,7 +36,7 @@ def run_notify_list_extract() -> dict:
         return extract_list(
             conn,
             NotifyClient.from_connection(),
-            overlap=timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120))),
+            overlap=_list_overlap(),
             initial_lookback=timedelta(days=float(get_setting("notify_initial_lookback_days", 7))),
         )
 
@@ -46,7 +50,7 @@ def run_notify_lookups() -> dict:
             conn,
             NotifyClient.from_connection(),
             grace=_grace(),
-            overlap=timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120))),
+            overlap=_list_overlap(),
             max_lookups=int(get_setting("notify_max_lookups_per_run", 500)),
         )
 
