@@ -40,8 +40,14 @@ def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
         for value in (row["ratio"], row["ours"]["median"], row["baseline"]["median"]):
             assert isinstance(value, int | float) and math.isfinite(value) and value > 0, row
         assert row["ours"]["runs"] and row["baseline"]["runs"], row
-        assert isinstance(row["met"], bool), row
-        assert row["target"].split()[0] in ("<=", "<", ">="), row
+        if row["measure"].startswith("floor: "):  # reference figures: a ratio, no target
+            assert row["target"] is None and row["met"] is None, row
+        else:
+            assert isinstance(row["met"], bool), row
+            assert row["target"].split()[0] in ("<=", "<", ">="), row
+    floors = {row["measure"].split(":")[1].strip() for row in results if row["target"] is None}
+    assert len([row for row in results if row["scenario"] == "throughput"]) == 6  # the target and 5 floors
+    assert any(name.startswith("key-only history COPY + HOT verdict UPDATE") for name in floors), floors
     assert document["config"]["reps"] == 1
     assert document["machine"]["cpus"]
 

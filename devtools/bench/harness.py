@@ -124,7 +124,8 @@ class Measure:
     """One comparison: our runs and the baseline's runs, their medians and the ratio checked against a target.
 
     `ratio` is ours/baseline (`higher_is_better=False`: at most `target`) or baseline/ours when the claim is
-    "N times faster" (`speedup=True`: at least `target`).
+    "N times faster" (`speedup=True`: at least `target`). A measure without a target is a reference figure
+    (a floor), reported with its ratio but neither met nor missed.
     """
 
     scenario: str
@@ -132,8 +133,8 @@ class Measure:
     unit: str
     ours_label: str
     baseline_label: str
-    target: float
-    comparison: str  # "<=", "<" or ">="
+    target: float | None
+    comparison: str = ""  # "<=", "<" or ">="; empty without a target
     speedup: bool = False
     ours: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
@@ -160,7 +161,7 @@ class Measure:
     @property
     def met(self) -> bool | None:
         ratio = self.ratio
-        if ratio is None:
+        if ratio is None or self.target is None:
             return None
         checks = {"<=": ratio <= self.target, "<": ratio < self.target, ">=": ratio >= self.target}
         return checks[self.comparison] and all(self.conditions.values())
@@ -175,7 +176,7 @@ class Measure:
             "baseline": {"label": self.baseline_label, "median": self.baseline_median, "runs": self.baseline},
             "ratio": ratio,
             "ratio_definition": "baseline / ours" if self.speedup else "ours / baseline",
-            "target": f"{self.comparison} {self.target:g}",
+            "target": None if self.target is None else f"{self.comparison} {self.target:g}",
             "conditions": self.conditions,
             "met": self.met,
             "notes": self.notes,
@@ -233,10 +234,11 @@ def write_results(out_dir: Path, measures: list[Measure], config: dict, machine:
     for m in measures:
         ratio = "n/a" if m.ratio is None else f"{m.ratio:.2f}"
         met = {True: "yes", False: "**no**", None: "n/a"}[m.met]
+        target = "(floor)" if m.target is None else f"{m.comparison} {m.target:g}"
         lines.append(
             f"| {m.scenario} | {m.measure} | {_number(m.ours_median, m.unit)} ({m.ours_label}) "
             f"| {_number(m.baseline_median, m.unit)} ({m.baseline_label}) | {ratio} "
-            f"({'baseline/ours' if m.speedup else 'ours/baseline'}) | {m.comparison} {m.target:g} | {met} |"
+            f"({'baseline/ours' if m.speedup else 'ours/baseline'}) | {target} | {met} |"
         )
     lines.append("")
     for m in measures:
