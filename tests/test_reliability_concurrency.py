@@ -5,6 +5,8 @@ Threads, each with its own connection to a real warehouse, against a real Notify
 * two list extracts at once: the advisory lock refuses the second (deterministically, while the first
   holds it), and in a free race either one is refused or both complete one after the other; never a
   duplicate, never a watermark behind the data;
+* the extract's session (it holds that lock) asks the server to drop it within about two minutes of its
+  client vanishing, instead of the operating system's two-hour TCP keepalive;
 * reconcile running in a loop while the application inserts events (some logged QUEUED first and only
   later marked SENT with the provider's id) and provider observations keep arriving, in any order:
   after a final reconcile every event has the verdict its history gives, and no orphan is left.
@@ -104,6 +106,23 @@ def test_second_extract_is_refused_while_the_first_holds_the_lock(warehouse_dsn,
         # Once the first is done the lock is free again, and the second run adds nothing.
         assert extract_list(conn, client(notify_sim), now=NOW)["inserted"] == 0
     assert state(warehouse_dsn) == (30, 30, rows[0]["created_at"])
+
+
+def _keepalives(conn: psycopg.Connection) -> tuple[str, ...]:
+    names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+    return tuple(conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0] for name in names)
+
+
+def test_extract_session_is_dropped_soon_after_its_client_vanishes(warehouse_dsn, notify_sim):
+    """The extract holds a session lock: its session must not outlive a crashed worker by two hours."""
+    add_notifications(notify_sim, 3, NOW - timedelta(minutes=1))
+    with psycopg.connect(warehouse_dsn) as conn:
+        if conn.info.host.startswith("/"):
+            pytest.skip("TCP keepalives do not apply over a Unix socket")
+        before = _keepalives(conn)
+        conn.commit()
+        assert extract_list(conn, client(notify_sim), now=NOW)["inserted"] == 3
+        assert _keepalives(conn) == ("60", "10", "6") != before
 
 
 def _extract_once(dsn: str, sim, barrier: threading.Barrier, results: list) -> None:

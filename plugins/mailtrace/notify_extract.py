@@ -25,7 +25,7 @@ from mailtrace.events import ProviderEvent
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
 from mailtrace.paths import read_sql
 from mailtrace.providers.gc_notify import PROVIDER, NotifyClient, parse_timestamp, to_provider_event
-from mailtrace.warehouse import EXTRACT_LOCK_BASE, get_state
+from mailtrace.warehouse import EXTRACT_LOCK_BASE, drop_session_if_client_vanishes, get_state
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def extract_list(
     """
     now = now or datetime.now(UTC)
     with conn.transaction():
+        drop_session_if_client_vanishes(conn)  # a crashed worker must not keep the lock for hours
         # Two extract runs at once would only do the same work twice, but refuse it clearly.
         (locked,) = conn.execute("SELECT pg_try_advisory_lock(%s)", (EXTRACT_LOCK_BASE,)).fetchone()
     if not locked:

@@ -80,7 +80,7 @@ from mailtrace.providers.gc_notify import (
 )
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
 from mailtrace.settings import get_setting
-from mailtrace.warehouse import connect
+from mailtrace.warehouse import connect, drop_session_if_client_vanishes
 
 log = logging.getLogger(__name__)
 
@@ -895,6 +895,7 @@ def send_chunk(
     counts: Counter[str] = Counter()
     with connect() as conn:
         conn.autocommit = True
+        drop_session_if_client_vanishes(conn)  # a crashed worker must not keep a row's lock for hours
         rows = _chunk_rows(conn, run_id, chunk_index)
         for provider in sorted({row.provider for row in rows}):
             check_provider_settings(provider)  # before any call: a missing setting fails the whole chunk

@@ -119,6 +119,27 @@ def require_no_open_transaction(conn: psycopg.Connection, operation: str) -> Non
         raise RuntimeError(f"{operation} needs a connection with no open transaction: commit first")
 
 
+# How soon the server gives up on a silent client: first probe after 60 s idle, then every 10 s, and the
+# connection is dropped after 6 unanswered probes (about two minutes in all).
+_DEAD_CLIENT_KEEPALIVES = (
+    ("tcp_keepalives_idle", "60"),
+    ("tcp_keepalives_interval", "10"),
+    ("tcp_keepalives_count", "6"),
+)
+
+
+def drop_session_if_client_vanishes(conn: psycopg.Connection) -> None:
+    """Have the server end this session about two minutes after its client's host dies or drops off the net.
+
+    For sessions that hold session-level advisory locks (the Notify extract, each resend): such a lock lives
+    as long as the server-side session, and by default Postgres notices a vanished client only through the
+    operating system's TCP keepalive, two hours later, blocking every later run until then. These settings
+    are per session and need no privilege; over a Unix socket they do nothing (no network in between).
+    """
+    for name, value in _DEAD_CLIENT_KEEPALIVES:
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
 def get_state(conn: psycopg.Connection, name: str) -> str | None:
     row = conn.execute("SELECT value FROM mailtrace.pipeline_state WHERE name = %s", (name,)).fetchone()
     return row[0] if row else None
