@@ -91,12 +91,15 @@ class PgCluster:
     def unreachable_ancestor(path: Path) -> Path | None:
         """The first folder above `path` the `postgres` user cannot enter (when we run as root), if any.
 
-        Root's home is usually mode 0700: a cluster under a clone in /root cannot be started there.
+        Root's home is usually mode 0700: a cluster under a clone in /root cannot be started there. Folders
+        that do not exist yet are no obstacle: `start` creates them open to the postgres user.
         """
         if os.geteuid() != 0:
             return None
         postgres_uid = pwd.getpwnam("postgres").pw_uid
         for folder in reversed(Path(path).resolve().parents):
+            if not folder.exists():
+                return None
             info = os.stat(folder)
             if info.st_uid != postgres_uid and not info.st_mode & 0o001:
                 return folder
@@ -118,13 +121,15 @@ class PgCluster:
 
     def start(self) -> str:
         """Create the cluster if needed, start it and return an admin DSN."""
+        created = [folder for folder in self.data_dir.parents if not folder.exists()]
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._run_as:
             shutil.chown(self.data_dir, user="postgres")
             os.chmod(self.data_dir, 0o700)
-            # The postgres user must be able to reach its data directory through the parent.
-            parent = self.data_dir.parent
-            os.chmod(parent, os.stat(parent).st_mode | 0o755)  # noqa: S103
+            # The postgres user must be able to reach its data directory through the parent and through
+            # every folder made for it here (whatever the umask).
+            for folder in {self.data_dir.parent, *created}:
+                os.chmod(folder, os.stat(folder).st_mode | 0o755)  # noqa: S103
         if not (self.data_dir / "PG_VERSION").exists():
             self._run(
                 str(self.bin_dir / "initdb"),

@@ -34,7 +34,10 @@ def test_unreachable_ancestor_names_the_folder_postgres_cannot_enter():
         (closed / "open").mkdir(parents=True)
         closed.chmod(0o700)
         assert PgCluster.unreachable_ancestor(closed / "open" / "data") == closed
+        assert PgCluster.unreachable_ancestor(closed / "not-yet" / "pg" / "data") == closed
         closed.chmod(0o755)
         assert PgCluster.unreachable_ancestor(closed / "open" / "data") is None
+        # A fresh clone: the cluster's folders do not exist until the cluster is first started.
+        assert PgCluster.unreachable_ancestor(closed / "not-yet" / "pg" / "data") is None
     finally:
         shutil.rmtree(root, ignore_errors=True)
