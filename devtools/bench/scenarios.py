@@ -216,10 +216,11 @@ def _floors(dsn: str, events: list[ProviderEvent]) -> dict[str, float]:
     checkpoints = []
     seconds = {}
 
-    def step(name: str, write) -> None:
+    def step(name: str, write):
         checkpoints.append(_checkpoint(dsn))
         with psycopg.connect(dsn) as conn:
-            seconds[name] = timed(lambda: write(conn))[0]
+            seconds[name], result = timed(lambda: write(conn))
+        return result
 
     for name, table in (
         ("history", sql.Identifier("mailtrace", "provider_event")),
@@ -228,16 +229,12 @@ def _floors(dsn: str, events: list[ProviderEvent]) -> dict[str, float]:
     ):
         step(name, lambda conn, table=table: _copy_rows(conn, events, table))
     _run_statements(dsn, _READY_VERDICTS + _HOT_EVENT_LOG)
-    hot_fraction = []
-    for name, table in (
-        ("verdicts", sql.Identifier("mailtrace", "notification_event")),
-        ("hot_verdicts", sql.Identifier("bench_hot_event")),
-    ):
-        step(name, lambda conn, table=table: hot_fraction.append(_verdict_update(conn, table)))
+    step("verdicts", lambda conn: _verdict_update(conn, sql.Identifier("mailtrace", "notification_event")))
+    hot_fraction = step("hot_verdicts", lambda conn: _verdict_update(conn, sql.Identifier("bench_hot_event")))
     step("side_verdicts", lambda conn: _run_in_transaction(conn, _WRITE_SIDE_VERDICTS))
     for total, verdicts in (("least_in_place", "hot_verdicts"), ("least_side_table", "side_verdicts")):
         seconds[total] = seconds["idempotent_history"] + seconds[verdicts]
-    return {**seconds, "hot_fraction": hot_fraction[-1], "checkpointed": all(checkpoints)}
+    return {**seconds, "hot_fraction": hot_fraction, "checkpointed": all(checkpoints)}
 
 
 def _verdict_counts(conn: psycopg.Connection) -> dict[str, int]:
@@ -246,6 +243,9 @@ def _verdict_counts(conn: psycopg.Connection) -> dict[str, int]:
     ).fetchall()
     conn.commit()
     return dict(rows)
+
+
+# ------------------------------------------------------------------------------------------ 1. throughput
 
 
 _FLOORS = (
