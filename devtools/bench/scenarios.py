@@ -278,6 +278,14 @@ def _floors(dsn: str, events: list[ProviderEvent]) -> dict[str, float]:
     return {**seconds, "hot_fraction": hot_fraction, "checkpointed": all(checkpoints)}
 
 
+def _floors_on_fresh_copy(server: Server, template: str, events: list[ProviderEvent]) -> dict[str, float]:
+    name = server.create("floor", template=template)
+    try:
+        return _floors(server.dsn(name), events)
+    finally:
+        server.drop(name)
+
+
 def _verdict_counts(conn: psycopg.Connection) -> dict[str, int]:
     rows = conn.execute(
         "SELECT coalesce(delivery_status, 'none'), count(*) FROM mailtrace.notification_event GROUP BY 1"
@@ -352,9 +360,7 @@ def throughput(server: Server, config: Config) -> list[Measure]:
                 step()
             verdicts = _verdict_counts(conn)
         server.drop(name)
-        floor_db = server.create("throughput_floor", template=template)
-        floor = _floors(server.dsn(floor_db), events)
-        server.drop(floor_db)
+        floor = _floors_on_fresh_copy(server, template, events)
         hot_fractions.append(floor.pop("hot_fraction"))
         checkpointed.append(floor.pop("checkpointed"))
         for key, seconds in floor.items():
@@ -493,9 +499,7 @@ def naive(server: Server, config: Config) -> list[Measure]:
             if name:
                 server.drop(name)
         if run_naive:
-            floor_db = server.create("naive_floor", template=template)
-            floor = _floors(server.dsn(floor_db), events)
-            server.drop(floor_db)
+            floor = _floors_on_fresh_copy(server, template, events)
             for key, floor_measure in naive_floors.items():
                 floor_measure.ours.append(floor[key])
                 floor_measure.baseline.append(measure.baseline[-1])
