@@ -46,8 +46,9 @@ def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
             assert isinstance(row["met"], bool), row
             assert row["target"].split()[0] in ("<=", "<", ">="), row
     floors = {row["measure"].split(":")[1].strip() for row in results if row["target"] is None}
-    assert len([row for row in results if row["scenario"] == "throughput"]) == 10  # the target and 9 floors
+    assert len([row for row in results if row["scenario"] == "throughput"]) == 12  # the target and 11 floors
     assert any(name.startswith("idempotent history + HOT verdict UPDATE") for name in floors), floors
+    assert any(name.startswith("the in-place writes at once in two sessions, plus") for name in floors)
     assert document["config"]["reps"] == 1
     assert document["machine"]["cpus"]
 
