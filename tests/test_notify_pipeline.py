@@ -299,6 +299,25 @@ def test_not_at_provider_after_grace_and_a_missed_lookup(warehouse_conn, notify_
     assert verdict(warehouse_conn, "young") == (None, None)  # still inside the grace period
 
 
+def test_a_garbled_or_blank_reference_does_not_stop_the_other_lookups(warehouse_conn, notify_sim):
+    """Notify answers 400 to an id that is no UUID; one such event must not fail every look-up run."""
+    three_hours_ago = NOW - timedelta(hours=3)
+    add_event(warehouse_conn, "garbled", provider_reference="None", sent_at=three_hours_ago)
+    add_event(warehouse_conn, "blank", provider_reference=" ", sent_at=three_hours_ago)
+    delivered = sim_row(status="delivered", created_at=three_hours_ago)
+    notify_sim.add_notifications([delivered])
+    add_event(warehouse_conn, "found", provider_reference=delivered["id"], sent_at=three_hours_ago)
+
+    looked_up = lookup_open_events(warehouse_conn, make_client(notify_sim), now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+
+    # "blank" has no reference to ask by (asking for reference "" would list every notification).
+    assert looked_up == {"checked": 2, "missing": 1, "inserted": 1}
+    assert verdict(warehouse_conn, "garbled") == ("not_at_provider", "unknown")
+    assert verdict(warehouse_conn, "found") == ("delivered", None)
+    assert verdict(warehouse_conn, "blank") == (None, None)
+
+
 def test_not_at_provider_is_overturned_when_the_provider_reports_late(warehouse_conn, notify_sim):
     late_id = str(uuid.uuid4())
     add_event(warehouse_conn, "late", provider_reference=late_id, sent_at=NOW - timedelta(hours=3))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,15 @@ class AmbiguousSendError(NotifyApiError):
 
 class PaginationLoopError(NotifyApiError):
     """`links.next` pointed back at a page already read."""
+
+
+def is_notify_id(value: str) -> bool:
+    """Notify names every notification by a UUID."""
+    try:
+        uuid.UUID(value)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def parse_timestamp(value: str | None) -> datetime | None:
@@ -272,7 +282,15 @@ class NotifyClient:
         raise AssertionError("unreachable")
 
     def get_notification(self, notification_id: str) -> dict[str, Any] | None:
-        """The notification, or None when Notify has no record of it (404)."""
+        """The notification, or None when Notify has no record of it (404).
+
+        An id that is not a UUID cannot name a Notify notification: None as well, without asking
+        (Notify would answer 400, and one such id logged by the application must not fail every
+        look-up run after it).
+        """
+        if not is_notify_id(notification_id):
+            log.warning("not a Notify notification id (no UUID): %r; taken as not at Notify", notification_id)
+            return None
         try:
             return self._call(
                 f"GET notification {notification_id}",
