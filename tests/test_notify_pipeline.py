@@ -10,7 +10,7 @@ import pytest
 
 from mailtrace.events import ProviderEvent
 from mailtrace.load import load_provider_events
-from mailtrace.notify_extract import WATERMARK_STATE, extract_list, lookup_open_events
+from mailtrace.notify_extract import WATERMARK_STATE, extract_list, lookup_open_events, walk_start
 from mailtrace.providers.gc_notify import NotifyApiError, NotifyClient, PaginationLoopError
 from mailtrace.reconcile import reconcile
 from mailtrace.warehouse import get_state
@@ -118,6 +118,46 @@ def test_walk_stops_at_watermark_minus_overlap(warehouse_conn, notify_sim):
     assert second["notifications"] == 4
     assert second["inserted"] == 3
     assert history_count(warehouse_conn) == 9
+
+
+def test_a_bounce_days_after_delivery_is_found_by_the_late_receipt_sweep(warehouse_conn, notify_sim):
+    bounced = sim_row(status="delivered", created_at=NOW - timedelta(hours=30))
+    notify_sim.add_notifications([bounced, sim_row(created_at=NOW - timedelta(minutes=10))])
+    add_event(warehouse_conn, "e1", provider_reference=bounced["id"], sent_at=NOW - timedelta(hours=30))
+    client = make_client(notify_sim)
+    first = extract_list(warehouse_conn, client, now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+    assert first["late_receipt_sweep"] is True  # the first walk reads everything Notify keeps anyway
+    assert verdict(warehouse_conn, "e1") == ("delivered", None)
+
+    notify_sim.set_status(bounced["id"], "permanent-failure", provider_response="550 No such user")
+    # An hour later: only the overlap is re-read, which no longer reaches a 30-hour-old notification.
+    routine = extract_list(warehouse_conn, client, now=NOW + timedelta(hours=1))
+    reconcile(warehouse_conn, now=NOW + timedelta(hours=1))
+    assert (routine["late_receipt_sweep"], routine["notifications"]) == (False, 1)
+    assert verdict(warehouse_conn, "e1") == ("delivered", None)
+
+    # Six hours after the last sweep the walk reaches three days back: the later bounce wins.
+    swept = extract_list(warehouse_conn, client, now=NOW + timedelta(hours=6))
+    reconcile(warehouse_conn, now=NOW + timedelta(hours=6))
+    assert (swept["late_receipt_sweep"], swept["notifications"]) == (True, 2)
+    assert verdict(warehouse_conn, "e1") == ("permanent_failure", "invalid_address")
+
+
+def test_walk_start_is_the_overlap_unless_a_sweep_is_due():
+    watermark = NOW - timedelta(minutes=5)
+    settings = {
+        "overlap": timedelta(hours=2),
+        "initial_lookback": timedelta(days=7),
+        "sweep_every": timedelta(hours=6),
+        "sweep_window": timedelta(days=3),
+    }
+    recent_sweep = NOW - timedelta(hours=5)
+    assert walk_start(NOW, watermark, recent_sweep, **settings) == (watermark - timedelta(hours=2), False)
+    assert walk_start(NOW, watermark, NOW - timedelta(hours=6), **settings) == (NOW - timedelta(days=3), True)
+    assert walk_start(NOW, None, None, **settings) == (NOW - timedelta(days=7), True)
+    off = {**settings, "sweep_every": timedelta(0)}
+    assert walk_start(NOW, watermark, None, **off) == (watermark - timedelta(hours=2), False)
 
 
 def test_same_window_twice_adds_nothing_and_gives_same_verdicts(warehouse_conn, notify_sim):

@@ -4,7 +4,9 @@ Notify's list endpoint has no "updated since" filter and keeps about seven days,
 together see every status change:
 
 * the list walk reads pages newest first until it passes the watermark minus an overlap (the
-  overlap re-reads notifications whose status may have changed since the last walk);
+  overlap re-reads notifications whose status may have changed since the last walk); every few
+  hours it reads further back instead (a late-receipt sweep), since a bounce can follow a delivery
+  by days and CONTRACT.md §2 says the later bounce wins;
 * the id look-up asks for each logged event that is still pending or unknown and older than
   what the list walk covers, while Notify still keeps it. A look-up that finds nothing is the
   evidence reconcile needs for `not_at_provider`.
@@ -30,7 +32,10 @@ from mailtrace.warehouse import EXTRACT_LOCK_BASE, drop_session_if_client_vanish
 log = logging.getLogger(__name__)
 
 WATERMARK_STATE = "gc_notify_list_watermark"
+SWEEP_STATE = "gc_notify_late_sweep_at"
 DEFAULT_OVERLAP = timedelta(hours=2)
+DEFAULT_SWEEP_EVERY = timedelta(hours=6)
+DEFAULT_SWEEP_WINDOW = timedelta(days=3)
 DEFAULT_INITIAL_LOOKBACK = timedelta(days=7)
 DEFAULT_RETENTION = timedelta(days=7)
 
@@ -80,6 +85,27 @@ def _report_unmapped(unmapped: Counter[str] | Iterable[ProviderEvent]) -> dict[s
     return dict(unmapped)
 
 
+def walk_start(
+    now: datetime,
+    watermark: datetime | None,
+    last_sweep: datetime | None,
+    *,
+    overlap: timedelta,
+    initial_lookback: timedelta,
+    sweep_every: timedelta,
+    sweep_window: timedelta,
+) -> tuple[datetime, bool]:
+    """The oldest created_at this walk reads, and whether it is a late-receipt sweep.
+
+    A zero `sweep_every` turns sweeps off (only the overlap is re-read).
+    """
+    start = (watermark - overlap) if watermark else (now - initial_lookback)
+    sweep = sweep_every > timedelta(0) and (last_sweep is None or now - last_sweep >= sweep_every)
+    if sweep:
+        start = min(start, now - sweep_window)
+    return start, sweep
+
+
 def _watermark_state(walk: _ListWalk, previous: datetime | None) -> dict[str, str]:
     """The watermark to commit once the walk is complete: the newest created_at ever seen."""
     candidates = [t for t in (walk.newest_created_at, previous) if t is not None]
@@ -93,9 +119,12 @@ def extract_list(
     now: datetime | None = None,
     overlap: timedelta = DEFAULT_OVERLAP,
     initial_lookback: timedelta = DEFAULT_INITIAL_LOOKBACK,
+    sweep_every: timedelta = DEFAULT_SWEEP_EVERY,
+    sweep_window: timedelta = DEFAULT_SWEEP_WINDOW,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> dict:
-    """Walk the list endpoint back to (watermark - overlap) and load what it reports.
+    """Walk the list endpoint back to (watermark - overlap), or `sweep_window` when a sweep is due, and
+    load what it reports.
 
     The new watermark (newest created_at seen) commits with the last loaded chunk; if the walk
     fails part-way, chunks already committed stay (re-loading them later adds nothing) and the
@@ -109,13 +138,24 @@ def extract_list(
     if not locked:
         raise RuntimeError("another Notify extract is running against this warehouse")
     try:
-        stored = get_state(conn, WATERMARK_STATE)
+        watermark, last_sweep = (
+            datetime.fromisoformat(value) if value else None
+            for value in (get_state(conn, WATERMARK_STATE), get_state(conn, SWEEP_STATE))
+        )
         conn.commit()
-        watermark = datetime.fromisoformat(stored) if stored else None
-        stop_before = (watermark - overlap) if watermark else (now - initial_lookback)
+        stop_before, sweep = walk_start(
+            now,
+            watermark,
+            last_sweep,
+            overlap=overlap,
+            initial_lookback=initial_lookback,
+            sweep_every=sweep_every,
+            sweep_window=sweep_window,
+        )
         walk = _ListWalk(client, stop_before)
+        swept = {SWEEP_STATE: now.isoformat()} if sweep else {}
         inserted = load_provider_events(
-            conn, walk, state=lambda: _watermark_state(walk, watermark), chunk_rows=chunk_rows
+            conn, walk, state=lambda: {**_watermark_state(walk, watermark), **swept}, chunk_rows=chunk_rows
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (EXTRACT_LOCK_BASE,))
@@ -126,6 +166,7 @@ def extract_list(
         "notifications": walk.notifications,
         "inserted": inserted,
         "stop_before": stop_before.isoformat(),
+        "late_receipt_sweep": sweep,
         "watermark": new_watermark,
         "retries": client.retries,
         "unmapped_statuses": _report_unmapped(walk.unmapped),

@@ -38,6 +38,8 @@ def run_notify_list_extract() -> dict:
             NotifyClient.from_connection(),
             overlap=_list_overlap(),
             initial_lookback=timedelta(days=float(get_setting("notify_initial_lookback_days", 7))),
+            sweep_every=timedelta(hours=float(get_setting("notify_late_sweep_every_hours", 6))),
+            sweep_window=timedelta(days=float(get_setting("notify_late_sweep_days", 3))),
         )
 
 
