@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from mailtrace import report
+from mailtrace.mailer import RecipientsRefused
 from mailtrace.report import (
     ReportPeriodError,
     adhoc_period,
@@ -399,6 +400,24 @@ def test_small_report_is_attached_and_summarised(warehouse_conn, s3_bucket, aws,
     ((_, _, _, sent_at, delivery, recipients, run_id),) = manifest_rows(warehouse_conn)
     assert sent_at is not None
     assert (delivery, recipients, run_id) == ("attachment", examiners, "scheduled__1")
+
+
+def test_examiner_refused_by_the_mail_server_fails_the_run_and_the_others_are_not_mailed_twice(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners
+):
+    insert_event(warehouse_conn, "a1", local(2026, 1, 6, 9, 0))
+    built = build_report(WEEK, bucket=s3_bucket)
+    smtp_server.refused = {examiners[0]}
+
+    with pytest.raises(RecipientsRefused, match="refused 1 of the recipients"):
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    assert smtp_server.envelopes[0][1] == examiners[1:]
+    ((*_, recipients, _),) = manifest_rows(warehouse_conn)
+    assert recipients == examiners[1:]  # the manifest says who really has it
+
+    retried = email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    assert retried["sent"] is False
+    assert len(smtp_server.messages) == 1
 
 
 def test_large_report_is_linked_with_an_expiring_presigned_url(

@@ -14,6 +14,24 @@ log = logging.getLogger(__name__)
 SMTP_CONN_ID = "smtp_default"
 
 
+class RecipientsRefused(RuntimeError):
+    """The SMTP server took the message for some recipients and refused the others.
+
+    smtplib raises only when every recipient is refused; a partial refusal comes back as a return
+    value that is easy to drop, and then somebody silently never gets the email.
+    """
+
+    def __init__(self, message_id: str, accepted: list[str], refused: dict[str, tuple[int, bytes]]):
+        self.message_id = message_id
+        self.accepted = accepted
+        self.refused = refused
+        reasons = "; ".join(
+            f"{mask_email(address)}: {code} {reply.decode(errors='replace')}"
+            for address, (code, reply) in refused.items()
+        )
+        super().__init__(f"the SMTP server refused {len(refused)} of the recipients: {reasons}")
+
+
 @dataclass(frozen=True)
 class Attachment:
     filename: str
@@ -76,7 +94,10 @@ def send_email(
     attachments: tuple[Attachment, ...] = (),
     conn_id: str = SMTP_CONN_ID,
 ) -> str:
-    """Send one message to `to` and return its Message-ID."""
+    """Send one message to `to` and return its Message-ID.
+
+    Raises RecipientsRefused (after the others were sent the message) when the server refuses some of `to`.
+    """
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
     with SmtpHook(smtp_conn_id=conn_id) as hook:
@@ -89,6 +110,9 @@ def send_email(
             attachments=attachments,
         )
         # SmtpHook only builds HTML-only messages itself; its connected client sends ours as is.
-        hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
-    log.info("sent %r to %s", subject, ", ".join(mask_email(a) for a in to))
+        refused = hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
+    accepted = [address for address in to if address not in refused]
+    log.info("sent %r to %s", subject, ", ".join(mask_email(a) for a in accepted))
+    if refused:
+        raise RecipientsRefused(message["Message-ID"], accepted, refused)
     return message["Message-ID"]

@@ -41,7 +41,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from mailtrace.events import FAILED_STATUSES
-from mailtrace.mailer import Attachment, send_email
+from mailtrace.mailer import Attachment, RecipientsRefused, send_email
 from mailtrace.paths import TEMPLATES_DIR, read_sql
 from mailtrace.privacy import mask_email
 from mailtrace.settings import get_email_list, get_setting
@@ -632,11 +632,18 @@ def _send_and_record(
     context: dict,
     run_id: str | None,
 ) -> None:
-    """Email the examiners, then record in the manifest what they were sent (a retry then sends nothing)."""
+    """Email the examiners, then record in the manifest what they were sent (a retry then sends nothing).
+
+    When the server refuses some examiners, the others have the email: record them, then fail loudly.
+    """
     subject, text, html = rendered
-    message_id = send_email(
-        to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
-    )
+    refusal = None
+    try:
+        message_id = send_email(
+            to=recipients, subject=subject, text=text, html=html, attachments=context.pop("attachments")
+        )
+    except RecipientsRefused as error:
+        refusal, message_id, recipients = error, error.message_id, error.accepted
     with conn.transaction():
         conn.execute(
             _MARK_SENT,
@@ -653,6 +660,8 @@ def _send_and_record(
                 "s3_key": manifest["s3_key"],
             },
         )
+    if refusal is not None:
+        raise refusal
 
 
 def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_run: bool = False) -> dict:
