@@ -11,7 +11,10 @@ Every 15 minutes (never two runs at once): what GC Notify says happened to every
 4. **reconcile_event_log** – set `delivery_status` & co. on `mailtrace.notification_event`, record
    orphans, mark `not_at_provider` / `send_failed`.
 5. **update_address_flags** – set and clear invalid-address flags.
-6. **check_deliverability** – fail and email `mailtrace_alert_emails` when delivery degrades.
+6. **check_deliverability** – fail and email `mailtrace_alert_emails` when delivery through Notify
+   degrades or its receipts stop.
+
+A task that fails for good (retries exhausted) emails `mailtrace_alert_emails` too.
 
 Connections: `mailtrace_warehouse`, `notify_api`, `smtp_default`. Variables: see the README.
 """
@@ -71,7 +74,7 @@ def mailtrace_notify_pipeline():
     def check_deliverability() -> dict:
         from mailtrace.pipeline import run_deliverability_check
 
-        return run_deliverability_check()
+        return run_deliverability_check("gc_notify")
 
     chain(
         migrate_warehouse(),

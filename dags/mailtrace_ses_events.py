@@ -9,7 +9,9 @@ Accepts SNS-enveloped and raw-delivered messages, configuration-set events (`eve
 notifications (`notificationType`). Each batch of 10 is archived as NDJSON to
 `s3://<mailtrace_report_bucket>/ses-raw/<YYYY>/<MM>/<DD>/<batch-id>.ndjson`, loaded, and only then deleted
 from the queue; unparseable messages go to `mailtrace.ses_dead_letter` and are deleted. A failed or killed
-run leaves its messages in the queue and the next run stores them again as a no-op.
+run leaves its messages in the queue and the next run stores them again as a no-op. The last task checks
+SES deliverability (delivery rate, events stopping) and, like any task that fails for good, emails
+`mailtrace_alert_emails`.
 """
 
 from __future__ import annotations
@@ -54,7 +56,14 @@ def mailtrace_ses_events():
 
         return run_flag_update()
 
-    drain_ses_queue() >> reconcile_verdicts() >> update_address_flags()
+    @task(retries=0)
+    def check_deliverability() -> dict:
+        """Fail and email mailtrace_alert_emails when delivery through SES degrades or its events stop."""
+        from mailtrace.pipeline import run_deliverability_check
+
+        return run_deliverability_check("ses")
+
+    drain_ses_queue() >> reconcile_verdicts() >> update_address_flags() >> check_deliverability()
 
 
 mailtrace_ses_events()

@@ -30,6 +30,16 @@ def test_every_dag_has_tags_owner_retries_and_doc(dagbag):
         assert dag.default_args.get("retries", 0) >= 1, f"{dag_id} default retries"
 
 
+def test_every_task_emails_the_data_engineers_when_it_fails_for_good(dagbag):
+    from mailtrace.failure_alert import email_task_failure
+
+    for dag_id, dag in dagbag.dags.items():
+        for task in dag.tasks:
+            callbacks = task.on_failure_callback
+            callbacks = callbacks if isinstance(callbacks, list | tuple) else [callbacks]
+            assert email_task_failure in callbacks, f"{dag_id}.{task.task_id}"
+
+
 def test_scheduled_pipelines_never_overlap(dagbag):
     for dag_id in ("mailtrace_notify_pipeline", "mailtrace_ses_events"):
         assert dagbag.dags[dag_id].max_active_runs == 1
@@ -48,3 +58,8 @@ def test_notify_pipeline_order(dagbag):
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.get_task("extract_notify_list").outlets
+
+
+def test_ses_pipeline_ends_with_its_own_deliverability_check(dagbag):
+    dag = dagbag.dags["mailtrace_ses_events"]
+    assert dag.get_task("check_deliverability").upstream_task_ids == {"update_address_flags"}

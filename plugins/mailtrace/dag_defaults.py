@@ -1,8 +1,10 @@
-"""Defaults every mailtrace DAG shares, so retries and ownership are the same everywhere."""
+"""Defaults every mailtrace DAG shares, so retries, failure alerts and ownership are the same everywhere."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
+from mailtrace.failure_alert import email_task_failure
 
 OWNER = "mailtrace"
 START_DATE = datetime(2026, 1, 5)
@@ -13,4 +15,5 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=1),
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=20),
+    "on_failure_callback": email_task_failure,
 }

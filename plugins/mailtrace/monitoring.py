@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
+from mailtrace.failure_alert import AlertAlreadySent
 from mailtrace.paths import read_sql
 
 log = logging.getLogger(__name__)
@@ -32,19 +33,20 @@ class Thresholds:
             raise ValueError("grace must not be negative and window must be positive")
 
 
-class DeliverabilityAlert(RuntimeError):
-    """Delivery has degraded; the message lists every breached threshold."""
+class DeliverabilityAlert(AlertAlreadySent):
+    """Delivery has degraded; the message lists every breached threshold (already emailed)."""
 
 
 def check_deliverability(
-    conn: psycopg.Connection, thresholds: Thresholds, *, now: datetime | None = None
+    conn: psycopg.Connection, thresholds: Thresholds, *, provider: str, now: datetime | None = None
 ) -> dict:
-    """Measure the last `window` of sends older than `grace` and list the thresholds breached."""
+    """Measure `provider`'s last `window` of sends older than `grace` and list the thresholds breached."""
     now = now or datetime.now(UTC)
     window_end = now - thresholds.grace
     window_start = window_end - thresholds.window
     row = conn.execute(
-        read_sql("deliverability_check.sql"), {"window_start": window_start, "window_end": window_end}
+        read_sql("deliverability_check.sql"),
+        {"provider": provider, "window_start": window_start, "window_end": window_end},
     ).fetchone()
     conn.commit()
     sent, delivered, final, not_at_provider, without_receipt, sent_ok = row
@@ -62,10 +64,12 @@ def check_deliverability(
         )
     if sent_ok and without_receipt == sent_ok:
         problems.append(
-            f"no receipts: none of the {sent_ok} emails sent between {window_start:%Y-%m-%d %H:%M} "
-            f"and {window_end:%Y-%m-%d %H:%M} UTC has any provider status — is extraction running?"
+            f"no receipts: none of the {sent_ok} emails sent through {provider} between "
+            f"{window_start:%Y-%m-%d %H:%M} and {window_end:%Y-%m-%d %H:%M} UTC has any provider status "
+            "— is extraction running?"
         )
     result = {
+        "provider": provider,
         "window_start": window_start.isoformat(),
         "window_end": window_end.isoformat(),
         "sent": sent,
@@ -81,7 +85,7 @@ def check_deliverability(
 
 
 def alert_text(result: dict) -> str:
-    lines = ["mailtrace deliverability check failed:", ""]
+    lines = [f"mailtrace deliverability check failed for {result['provider']}:", ""]
     lines += [f"- {problem}" for problem in result["problems"]]
     lines += [
         "",

@@ -71,8 +71,8 @@ def run_flag_update() -> dict:
         return update_flags(conn, soft_failure_threshold=threshold_from_settings())
 
 
-def run_deliverability_check() -> dict:
-    """Fail (after emailing `mailtrace_alert_emails`) when a threshold is breached."""
+def run_deliverability_check(provider: str) -> dict:
+    """Fail (after emailing `mailtrace_alert_emails`) when a threshold is breached for `provider`."""
     from mailtrace.mailer import send_email
     from mailtrace.monitoring import DeliverabilityAlert, Thresholds, alert_text, check_deliverability
 
@@ -83,13 +83,17 @@ def run_deliverability_check() -> dict:
         grace=_grace(),
     )
     with connect() as conn:
-        result = check_deliverability(conn, thresholds)
+        result = check_deliverability(conn, thresholds, provider=provider)
     if not result["problems"]:
         return result
     message = alert_text(result)
     recipients = get_email_list("alert_emails")
     if recipients:
-        send_email(to=recipients, subject="mailtrace: email delivery needs attention", text=message)
+        send_email(
+            to=recipients,
+            subject=f"mailtrace: email delivery through {provider} needs attention",
+            text=message,
+        )
     else:
         log.warning("no Variable mailtrace_alert_emails: alert not emailed")
     raise DeliverabilityAlert(message)
