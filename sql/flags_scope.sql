@@ -5,9 +5,12 @@ SELECT subject_type, subject_id FROM mailtrace.contact WHERE %(full)s
 UNION
 SELECT subject_type, subject_id FROM mailtrace.address_flag WHERE %(full)s
 UNION
--- verdicts reconcile changed (it stamps delivery_updated_at = now() on every change)
-SELECT subject_type, subject_id FROM mailtrace.notification_event
- WHERE NOT %(full)s AND delivery_updated_at > %(since)s
+-- subjects whose current address got a notification whose verdict reconcile changed (it stamps
+-- delivery_updated_at = now() on every change), whichever subject that notification was about
+SELECT c.subject_type, c.subject_id
+  FROM mailtrace.notification_event e
+  JOIN mailtrace.contact c ON lower(btrim(c.email)) = lower(btrim(e.recipient_email))
+ WHERE NOT %(full)s AND e.delivery_updated_at > %(since)s
 UNION
 SELECT subject_type, subject_id FROM mailtrace.contact
  WHERE NOT %(full)s AND updated_at > %(since)s

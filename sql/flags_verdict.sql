@@ -1,6 +1,7 @@
 -- What the flag rule says for every subject in scope (pg_temp.flag_scope) that has a contact.
 --
--- Rule, over the subject's notifications sent to its current address (both normalised lower(btrim())):
+-- Rule, over every notification sent to the subject's current address, whichever subject it was about
+-- (the flag is about the address; both sides normalised lower(btrim())):
 -- the address is flagged when, among the failures sent no earlier than its latest delivery, there is a
 -- hard bounce (permanent_failure: invalid_address / suppressed) or at least %(soft_failure_threshold)s
 -- soft ones (temporary_failure: mailbox_full / no_receipt; NULL threshold: soft failures never flag).
@@ -19,9 +20,7 @@ WITH evidence AS (
       FROM pg_temp.flag_scope s
       JOIN mailtrace.contact c USING (subject_type, subject_id)
       LEFT JOIN mailtrace.notification_event e
-        ON e.subject_type = c.subject_type
-       AND e.subject_id = c.subject_id
-       AND lower(btrim(e.recipient_email)) = lower(btrim(c.email))
+        ON lower(btrim(e.recipient_email)) = lower(btrim(c.email))
        AND (e.delivery_status IN ('delivered', 'complaint')
             OR (e.delivery_status = 'permanent_failure' AND e.failure_reason IN ('invalid_address', 'suppressed'))
             OR (e.delivery_status = 'temporary_failure' AND e.failure_reason IN ('mailbox_full', 'no_receipt')))

@@ -226,6 +226,35 @@ def test_later_delivery_clears(warehouse_conn):
     )
 
 
+SECOND = ("registration", "STR-2")
+
+
+def test_a_bounce_flags_every_subject_at_that_address(warehouse_conn):
+    """The flag judges the address: a host's two registrations share it, one notice bounces."""
+    set_contact(warehouse_conn, "host@example.gov")
+    set_contact(warehouse_conn, " Host@Example.gov", subject=SECOND)
+    set_contact(warehouse_conn, "other@example.gov", subject=("registration", "STR-3"))
+    add_event(warehouse_conn, "e1", "host@example.gov", at(0), "permanent_failure", "invalid_address")
+
+    assert run(warehouse_conn) == (2, 0)
+
+    assert [(row[1], row[5]) for row in flagged(warehouse_conn)] == [("STR-1", "e1"), ("STR-2", "e1")]
+
+
+def test_a_later_delivery_for_another_subject_at_that_address_clears(warehouse_conn):
+    set_contact(warehouse_conn, "host@example.gov")
+    add_event(warehouse_conn, "e1", "host@example.gov", at(0), "permanent_failure", "invalid_address")
+    run(warehouse_conn)
+
+    # The address works after all: a notice about another registration (whose contact is elsewhere now).
+    set_contact(warehouse_conn, "elsewhere@example.gov", subject=SECOND)
+    add_event(warehouse_conn, "e2", "HOST@example.gov", at(5), "delivered", subject=SECOND)
+    assert run(warehouse_conn) == (0, 1)
+
+    assert flagged(warehouse_conn) == []
+    assert history(warehouse_conn)[-1][4:] == ("delivery", "e2", at(5))
+
+
 def test_earlier_dated_delivery_does_not_clear(warehouse_conn):
     set_contact(warehouse_conn, "fay@example.gov")
     add_event(warehouse_conn, "e2", "fay@example.gov", at(5), "permanent_failure", "invalid_address")
@@ -480,13 +509,28 @@ OUTCOMES = [
 ]
 
 
-@pytest.mark.parametrize(("seed", "threshold"), [(1, None), (2, 2), (3, 3), (4, None), (5, 2)])
-def test_rebuild_equals_incremental(warehouse_conn, seed, threshold):
-    """Random event arrivals, late receipts and contact changes; incremental after every step."""
+@pytest.mark.parametrize(
+    ("seed", "threshold", "shared"),
+    [
+        (1, None, False),
+        (2, 2, False),
+        (3, 3, False),
+        (4, None, False),
+        (5, 2, False),
+        (6, None, True),
+        (7, 2, True),
+    ],
+)
+def test_rebuild_equals_incremental(warehouse_conn, seed, threshold, shared):
+    """Random event arrivals, late receipts and contact changes; incremental after every step.
+
+    With `shared`, every subject may also use one family address, so subjects flag and clear each other.
+    """
     rng = random.Random(seed)
     subjects = [("registration", f"STR-{n}") for n in range(8)]
     addresses = {
         subject: [f"{subject[1].lower()}@example.gov", f"{subject[1].lower()}@example.org"]
+        + (["family@example.gov"] if shared else [])
         for subject in subjects
     }
     for subject in subjects:

@@ -6,8 +6,12 @@ different set of subjects and cannot disagree. Each run compares what the rule s
 `mailtrace.address_flag`, writes one `mailtrace.flag_history` row per flag set or cleared
 (`sql/flags_apply.sql`), and updates the state; a run with nothing new writes nothing.
 
-The incremental run looks only at subjects touched since the previous run started: events whose
-verdict changed (`delivery_updated_at`, stamped by reconcile) and contacts changed (`updated_at`),
+The flag judges the address: the evidence is every notification sent to the subject's current address,
+whichever subject it was about, so subjects sharing an address are flagged and cleared together.
+
+The incremental run looks only at subjects touched since the previous run started: subjects whose
+address got a notification whose verdict changed (`delivery_updated_at`, stamped by reconcile) and
+contacts changed (`updated_at`),
 with an overlap, because those timestamps are taken when a transaction starts and it may commit
 later. Flagged subjects whose contact address changed are always looked at, whatever the timestamps
 say.
