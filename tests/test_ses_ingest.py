@@ -208,6 +208,42 @@ def test_delivery_then_bounce_reconciles_to_permanent_failure(
     assert verdicts == [("ev-1", "permanent_failure", "invalid_address"), ("ev-2", "delivered", None)]
 
 
+def test_ses_email_without_any_event_long_after_sending_is_not_at_provider(
+    warehouse_conn, aws, s3_bucket, queue_url
+):
+    """SES cannot be asked about one email: a day of silence is the evidence, overturned by a late event."""
+    now = datetime(2026, 3, 3, 18, 0, tzinfo=UTC)  # 24 h 20 min after add_notification's sent_at
+    add_notification(warehouse_conn, "ev-lost", "msg-lost", "ann@example.com")
+    add_notification(warehouse_conn, "ev-sent", "msg-sent", "bob@example.com")
+    enqueue(aws, queue_url, payloads.sns_envelope(payloads.send("msg-sent", ["bob@example.com"])))
+    drain(warehouse_conn, queue_url, s3_bucket)
+
+    reconcile(warehouse_conn, now=now - timedelta(hours=1))  # 23 h: still waiting
+    assert verdict_of(warehouse_conn, "ev-lost") == (None, None, None)
+    reconcile(warehouse_conn, now=now)
+    assert verdict_of(warehouse_conn, "ev-lost") == (
+        "not_at_provider",
+        "unknown",
+        "no SES event for it within 24 hours of sending",
+    )
+    assert verdict_of(warehouse_conn, "ev-sent")[0] == "pending"  # SES has it: only waiting for receipts
+
+    enqueue(aws, queue_url, payloads.sns_envelope(payloads.delivery("msg-lost", ["ann@example.com"])))
+    drain(warehouse_conn, queue_url, s3_bucket)
+    reconcile(warehouse_conn, now=now)
+    assert verdict_of(warehouse_conn, "ev-lost")[:2] == ("delivered", None)
+
+
+def verdict_of(conn, event_id):
+    row = conn.execute(
+        """SELECT delivery_status, failure_reason, delivery_detail
+             FROM mailtrace.notification_event WHERE event_id = %s""",
+        (event_id,),
+    ).fetchone()
+    conn.commit()
+    return row
+
+
 def _fail_delete(sqs_client, queue_url, messages):
     raise RuntimeError("killed between load and SQS delete")
 

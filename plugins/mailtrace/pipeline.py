@@ -19,6 +19,10 @@ def _grace() -> timedelta:
     return timedelta(minutes=float(get_setting("not_at_provider_grace_minutes", 120)))
 
 
+def _ses_grace() -> timedelta:
+    return timedelta(hours=float(get_setting("ses_not_at_provider_grace_hours", 24)))
+
+
 def _list_overlap() -> timedelta:
     return timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120)))
 
@@ -61,7 +65,7 @@ def run_reconcile() -> dict:
     from mailtrace.reconcile import reconcile
 
     with connect() as conn:
-        return reconcile(conn, grace=_grace())
+        return reconcile(conn, grace=_grace(), ses_grace=_ses_grace())
 
 
 def run_flag_update() -> dict:

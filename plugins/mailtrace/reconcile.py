@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 CURSOR_STATE = "reconcile_cursor"
 DEFAULT_GRACE = timedelta(hours=2)
+# SES cannot be asked about one email, so only silence is evidence that it never had it: no event at all
+# (Send, Delivery, Bounce, DeliveryDelay…) this long after the send. SES retries a delivery for up to
+# about 14 hours, so the wait is longer than Notify's look-up grace.
+DEFAULT_SES_GRACE = timedelta(hours=24)
 # Events without any verdict are revisited while they are this young; beyond it the provider
 # has long dropped them (Notify keeps ~7 days), so nothing new can be learnt about them.
 DEFAULT_OPEN_WINDOW = timedelta(days=10)
@@ -55,10 +59,16 @@ def _refresh_statistics(conn: psycopg.Connection, new_rows: int) -> None:
         conn.execute("ANALYZE mailtrace.provider_event")
 
 
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours:g} hours"
+
+
 def reconcile(
     conn: psycopg.Connection,
     *,
     grace: timedelta = DEFAULT_GRACE,
+    ses_grace: timedelta = DEFAULT_SES_GRACE,
     open_window: timedelta = DEFAULT_OPEN_WINDOW,
     now: datetime | None = None,
 ) -> dict[str, int]:
@@ -77,6 +87,8 @@ def reconcile(
             "high_water": high_water,
             "grace": grace,
             "open_since": now - open_window,
+            "ses_silent_before": now - ses_grace,
+            "ses_grace_text": _hours(ses_grace),
         }
         for name, statement in _statements():
             result = conn.execute(statement, params)

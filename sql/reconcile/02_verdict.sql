@@ -41,7 +41,8 @@ winners AS (
              id DESC
 ),
 -- What the verdict rests on: the provider's winning status; the app's own failed send; a look-up
--- that found nothing after the grace period; or nothing new ('keep'). A provider that only says
+-- that found nothing after the grace period; for SES, which cannot be asked about one email, no event
+-- at all long after the send ('ses_silent'); or nothing new ('keep'). A provider that only says
 -- pending never replaces a final verdict (not_at_provider, send_failed) already given.
 judged AS (
     SELECT e.event_id, e.ctid AS row_location,
@@ -56,6 +57,8 @@ judged AS (
                WHEN e.local_status = 'FAILED' THEN 'send_failed'
                WHEN e.local_status = 'SENT' AND l.found = false
                     AND l.last_checked_at >= e.sent_at + %(grace)s THEN 'not_at_provider'
+               WHEN e.local_status = 'SENT' AND e.provider = 'ses'
+                    AND e.sent_at < %(ses_silent_before)s THEN 'ses_silent'
                ELSE 'keep'
            END AS basis
     FROM reconcile_affected a
@@ -67,6 +70,7 @@ SELECT event_id,
        CASE basis
            WHEN 'provider' THEN provider_status
            WHEN 'keep' THEN delivery_status
+           WHEN 'ses_silent' THEN 'not_at_provider'
            ELSE basis
        END AS delivery_status,
        CASE basis
@@ -79,6 +83,7 @@ SELECT event_id,
            WHEN 'provider' THEN provider_detail
            WHEN 'keep' THEN delivery_detail
            WHEN 'send_failed' THEN 'the application''s send call failed'
+           WHEN 'ses_silent' THEN 'no SES event for it within ' || %(ses_grace_text)s || ' of sending'
            ELSE 'provider had no record of it when checked at '
                 || to_char(last_checked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
        END AS delivery_detail
