@@ -2,7 +2,7 @@
 
 import pytest
 
-from mailtrace.mailer import Attachment, build_message, send_email
+from mailtrace.mailer import Attachment, RecipientsRefused, build_message, send_email
 from mailtrace.privacy import mask_email
 
 
@@ -23,6 +23,14 @@ def test_send_email_delivers_text_html_and_attachment(smtp_server):
     (attachment,) = list(message.iter_attachments())
     assert attachment.get_filename() == "r.csv"
     assert attachment.get_payload(decode=True) == b"a,b\n1,2\n"
+
+
+def test_a_partly_refused_message_names_the_refused_recipient_whatever_form_it_had(smtp_server):
+    smtp_server.refused = {"gone@example.gov"}
+    with pytest.raises(RecipientsRefused, match="550") as refused:
+        send_email(to=["Gone Person <gone@example.gov>", "here@example.gov"], subject="s", text="t")
+    assert refused.value.accepted == ["here@example.gov"]
+    assert smtp_server.envelopes[0][1] == ["here@example.gov"]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from mailtrace import report
 from mailtrace.mailer import RecipientsRefused
@@ -409,14 +410,16 @@ def test_examiner_refused_by_the_mail_server_fails_the_run_and_the_others_are_no
     built = build_report(WEEK, bucket=s3_bucket)
     smtp_server.refused = {examiners[0]}
 
-    with pytest.raises(RecipientsRefused, match="refused 1 of the recipients"):
+    with pytest.raises(RecipientsRefused, match="refused 1 of the recipients") as refused:
         email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    # Not retried: a retry would find the report recorded as sent and succeed, hiding the refusal.
+    assert isinstance(refused.value, AirflowFailException)
     assert smtp_server.envelopes[0][1] == examiners[1:]
     ((*_, recipients, _),) = manifest_rows(warehouse_conn)
     assert recipients == examiners[1:]  # the manifest says who really has it
 
-    retried = email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
-    assert retried["sent"] is False
+    rerun = email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    assert rerun["sent"] is False
     assert len(smtp_server.messages) == 1
 
 

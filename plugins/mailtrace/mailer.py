@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import getaddresses, make_msgid
+from email.utils import getaddresses, make_msgid, parseaddr
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from mailtrace.privacy import mask_email
 
@@ -14,11 +16,13 @@ log = logging.getLogger(__name__)
 SMTP_CONN_ID = "smtp_default"
 
 
-class RecipientsRefused(RuntimeError):
+class RecipientsRefused(AirflowFailException):
     """The SMTP server took the message for some recipients and refused the others.
 
     smtplib raises only when every recipient is refused; a partial refusal comes back as a return
-    value that is easy to drop, and then somebody silently never gets the email.
+    value that is easy to drop, and then somebody silently never gets the email. A refused address
+    stays refused, and a retry would mail the others again (or, once recorded, quietly succeed), so the
+    task fails at once, without retries, and the failure alert names the refused addresses.
     """
 
     def __init__(self, message_id: str, accepted: list[str], refused: dict[str, tuple[int, bytes]]):
@@ -111,7 +115,8 @@ def send_email(
         )
         # SmtpHook only builds HTML-only messages itself; its connected client sends ours as is.
         refused = hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
-    accepted = [address for address in to if address not in refused]
+    # smtplib keys the refusals by the bare address it sent in RCPT TO, whatever form `to` had.
+    accepted = [address for address in to if parseaddr(address)[1] not in refused]
     log.info("sent %r to %s", subject, ", ".join(mask_email(a) for a in accepted))
     if refused:
         raise RecipientsRefused(message["Message-ID"], accepted, refused)
