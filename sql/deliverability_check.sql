@@ -4,7 +4,9 @@ SELECT count(*)                                                                 
        count(*) FILTER (WHERE delivery_status = 'delivered')                             AS delivered,
        count(*) FILTER (WHERE delivery_status IS NOT NULL AND delivery_status <> 'pending') AS final,
        count(*) FILTER (WHERE delivery_status = 'not_at_provider')                       AS not_at_provider,
-       count(*) FILTER (WHERE local_status = 'SENT' AND delivery_status IS NULL)         AS without_receipt,
+       -- not_at_provider is mailtrace's inference from silence, not a receipt
+       count(*) FILTER (WHERE local_status = 'SENT'
+                          AND (delivery_status IS NULL OR delivery_status = 'not_at_provider')) AS without_receipt,
        count(*) FILTER (WHERE local_status = 'SENT')                                     AS sent_ok
 FROM mailtrace.notification_event
 WHERE provider = %(provider)s

@@ -67,6 +67,13 @@ def test_no_receipts_for_sends_older_than_grace(warehouse_conn):
     assert any(p.startswith("no receipts: none of the 5 emails") for p in result["problems"])
 
 
+def test_silence_already_judged_not_at_provider_still_counts_as_no_receipts(warehouse_conn):
+    """SES emails silent for a day become not_at_provider; the feed is still silent."""
+    add_events(warehouse_conn, ["not_at_provider"] * 3 + [None] * 2, provider="ses")
+    result = check_deliverability(warehouse_conn, Thresholds(), provider="ses", now=NOW)
+    assert any(p.startswith("no receipts: none of the 5 emails sent through ses") for p in result["problems"])
+
+
 def test_one_provider_going_silent_is_not_hidden_by_the_other(warehouse_conn):
     add_events(warehouse_conn, ["delivered"] * 30, provider="ses")
     add_events(warehouse_conn, [None] * 4)  # Notify: no status for any of them

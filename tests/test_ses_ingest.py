@@ -215,7 +215,14 @@ def test_ses_email_without_any_event_long_after_sending_is_not_at_provider(
     now = datetime(2026, 3, 3, 18, 0, tzinfo=UTC)  # 24 h 20 min after add_notification's sent_at
     add_notification(warehouse_conn, "ev-lost", "msg-lost", "ann@example.com")
     add_notification(warehouse_conn, "ev-sent", "msg-sent", "bob@example.com")
-    enqueue(aws, queue_url, payloads.sns_envelope(payloads.send("msg-sent", ["bob@example.com"])))
+    # SES reported on the message, just not for the address the app logged: that is not silence.
+    add_notification(warehouse_conn, "ev-other", "msg-multi", "carl@example.com")
+    enqueue(
+        aws,
+        queue_url,
+        payloads.sns_envelope(payloads.send("msg-sent", ["bob@example.com"])),
+        payloads.sns_envelope(payloads.delivery("msg-multi", ["dana@example.com"])),
+    )
     drain(warehouse_conn, queue_url, s3_bucket)
 
     reconcile(warehouse_conn, now=now - timedelta(hours=1))  # 23 h: still waiting
@@ -227,6 +234,7 @@ def test_ses_email_without_any_event_long_after_sending_is_not_at_provider(
         "no SES event for it within 24 hours of sending",
     )
     assert verdict_of(warehouse_conn, "ev-sent")[0] == "pending"  # SES has it: only waiting for receipts
+    assert verdict_of(warehouse_conn, "ev-other") == (None, None, None)
 
     enqueue(aws, queue_url, payloads.sns_envelope(payloads.delivery("msg-lost", ["ann@example.com"])))
     drain(warehouse_conn, queue_url, s3_bucket)

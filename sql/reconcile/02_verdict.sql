@@ -58,7 +58,13 @@ judged AS (
                WHEN e.local_status = 'SENT' AND l.found = false
                     AND l.last_checked_at >= e.sent_at + %(grace)s THEN 'not_at_provider'
                WHEN e.local_status = 'SENT' AND e.provider = 'ses'
-                    AND e.sent_at < %(ses_silent_before)s THEN 'ses_silent'
+                    AND e.sent_at < %(ses_silent_before)s
+                    AND btrim(e.provider_reference) <> ''
+                    -- silence means no event at all: not one for another recipient, nor one unmapped
+                    AND NOT EXISTS (
+                        SELECT 1 FROM mailtrace.provider_event p
+                        WHERE p.provider = 'ses' AND p.provider_reference = e.provider_reference)
+                    THEN 'ses_silent'
                ELSE 'keep'
            END AS basis
     FROM reconcile_affected a
