@@ -11,16 +11,21 @@
 INSERT INTO pg_temp.flag_verdict
        (subject_type, subject_id, email, contact_updated_at, flagged_at, cause, start_event_id,
         start_failure_reason, failure_reason, last_failed_event_id, delivered_at, delivered_event_id)
-WITH evidence AS (
-    SELECT c.subject_type, c.subject_id, lower(btrim(c.email)) AS email, c.updated_at AS contact_updated_at,
-           e.event_id, e.sent_at, e.failure_reason,
+WITH scoped AS (
+    SELECT c.subject_type, c.subject_id, lower(btrim(c.email)) AS email, c.updated_at AS contact_updated_at
+      FROM pg_temp.flag_scope s
+      JOIN mailtrace.contact c USING (subject_type, subject_id)
+),
+-- Each address is judged once, however many subjects share it (a property manager's address may be the
+-- contact of thousands of registrations), then the verdict is given to each of them.
+evidence AS (
+    SELECT a.email, e.event_id, e.sent_at, e.failure_reason,
            CASE WHEN e.delivery_status IN ('delivered', 'complaint') THEN 'delivered'
                 WHEN e.delivery_status = 'permanent_failure' THEN 'hard'
                 WHEN e.delivery_status = 'temporary_failure' THEN 'soft' END AS kind
-      FROM pg_temp.flag_scope s
-      JOIN mailtrace.contact c USING (subject_type, subject_id)
+      FROM (SELECT DISTINCT email FROM scoped) a
       LEFT JOIN mailtrace.notification_event e
-        ON lower(btrim(e.recipient_email)) = lower(btrim(c.email))
+        ON lower(btrim(e.recipient_email)) = a.email
        AND (e.delivery_status IN ('delivered', 'complaint')
             OR (e.delivery_status = 'permanent_failure' AND e.failure_reason IN ('invalid_address', 'suppressed'))
             OR (e.delivery_status = 'temporary_failure' AND e.failure_reason IN ('mailbox_full', 'no_receipt')))
@@ -29,10 +34,10 @@ WITH evidence AS (
 classified AS (
     SELECT ev.*,
            ev.kind IN ('hard', 'soft')
-           AND ev.sent_at >= coalesce(max(ev.sent_at) FILTER (WHERE ev.kind = 'delivered') OVER subject,
+           AND ev.sent_at >= coalesce(max(ev.sent_at) FILTER (WHERE ev.kind = 'delivered') OVER address,
                                       '-infinity') AS is_open
       FROM evidence ev
-    WINDOW subject AS (PARTITION BY ev.subject_type, ev.subject_id)
+    WINDOW address AS (PARTITION BY ev.email)
 ),
 -- The failure that flags the address: any open hard bounce, or the N-th open soft failure.
 marked AS (
@@ -41,20 +46,30 @@ marked AS (
                AS flags_it
       FROM (SELECT w.*,
                    count(*) FILTER (WHERE w.is_open AND w.kind = 'soft')
-                       OVER (PARTITION BY w.subject_type, w.subject_id
-                             ORDER BY w.sent_at, w.event_id ROWS UNBOUNDED PRECEDING) AS soft_streak
+                       OVER (PARTITION BY w.email ORDER BY w.sent_at, w.event_id ROWS UNBOUNDED PRECEDING)
+                       AS soft_streak
               FROM classified w) o
+),
+judged AS (
+    SELECT email,
+           min(sent_at) FILTER (WHERE flags_it) AS flagged_at,
+           (array_agg(CASE kind WHEN 'hard' THEN 'bounce' ELSE 'soft_failures' END ORDER BY sent_at, event_id)
+                FILTER (WHERE flags_it))[1] AS cause,
+           (array_agg(event_id ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1] AS start_event_id,
+           (array_agg(failure_reason ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1]
+               AS start_failure_reason,
+           (array_agg(failure_reason ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC)
+                FILTER (WHERE is_open))[1] AS failure_reason,
+           (array_agg(event_id ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC)
+                FILTER (WHERE is_open))[1] AS last_failed_event_id,
+           max(sent_at) FILTER (WHERE kind = 'delivered') AS delivered_at,
+           (array_agg(event_id ORDER BY sent_at DESC, event_id DESC) FILTER (WHERE kind = 'delivered'))[1]
+               AS delivered_event_id
+      FROM marked
+     GROUP BY email
 )
-SELECT subject_type, subject_id, email, contact_updated_at,
-       min(sent_at) FILTER (WHERE flags_it),
-       (array_agg(CASE kind WHEN 'hard' THEN 'bounce' ELSE 'soft_failures' END ORDER BY sent_at, event_id)
-            FILTER (WHERE flags_it))[1],
-       (array_agg(event_id ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1],
-       (array_agg(failure_reason ORDER BY sent_at, event_id) FILTER (WHERE flags_it))[1],
-       (array_agg(failure_reason ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC)
-            FILTER (WHERE is_open))[1],
-       (array_agg(event_id ORDER BY kind = 'hard' DESC, sent_at DESC, event_id DESC) FILTER (WHERE is_open))[1],
-       max(sent_at) FILTER (WHERE kind = 'delivered'),
-       (array_agg(event_id ORDER BY sent_at DESC, event_id DESC) FILTER (WHERE kind = 'delivered'))[1]
-  FROM marked
- GROUP BY subject_type, subject_id, email, contact_updated_at;
+SELECT s.subject_type, s.subject_id, s.email, s.contact_updated_at,
+       j.flagged_at, j.cause, j.start_event_id, j.start_failure_reason, j.failure_reason,
+       j.last_failed_event_id, j.delivered_at, j.delivered_event_id
+  FROM scoped s
+  JOIN judged j USING (email);
