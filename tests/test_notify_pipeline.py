@@ -343,15 +343,18 @@ def test_a_garbled_or_blank_reference_does_not_stop_the_other_lookups(warehouse_
     """Notify answers 400 to an id that is no UUID; one such event must not fail every look-up run."""
     three_hours_ago = NOW - timedelta(hours=3)
     add_event(warehouse_conn, "garbled", provider_reference="None", sent_at=three_hours_ago)
-    add_event(warehouse_conn, "blank", provider_reference=" ", sent_at=three_hours_ago)
+    add_event(
+        warehouse_conn, "blank", provider_reference=" ", client_reference="ref-b", sent_at=three_hours_ago
+    )
     delivered = sim_row(status="delivered", created_at=three_hours_ago)
-    notify_sim.add_notifications([delivered])
+    notify_sim.add_notifications([delivered, sim_row(reference="ref-b", created_at=three_hours_ago)])
     add_event(warehouse_conn, "found", provider_reference=delivered["id"], sent_at=three_hours_ago)
 
     looked_up = lookup_open_events(warehouse_conn, make_client(notify_sim), now=NOW)
     reconcile(warehouse_conn, now=NOW)
 
-    # "blank" has no reference to ask by (asking for reference "" would list every notification).
+    # "blank" has no reference to ask by: a blank id is none, and reconcile matches by the client
+    # reference only when there is no provider reference at all, so asking by it would find in vain.
     assert looked_up == {"checked": 2, "missing": 1, "inserted": 1}
     assert verdict(warehouse_conn, "garbled") == ("not_at_provider", "unknown")
     assert verdict(warehouse_conn, "found") == ("delivered", None)
