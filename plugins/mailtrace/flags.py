@@ -11,10 +11,9 @@ whichever subject it was about, so subjects sharing an address are flagged and c
 
 The incremental run looks only at subjects touched since the previous run started: subjects whose
 address got a notification whose verdict changed (`delivery_updated_at`, stamped by reconcile) and
-contacts changed (`updated_at`),
-with an overlap, because those timestamps are taken when a transaction starts and it may commit
-later. Flagged subjects whose contact address changed are always looked at, whatever the timestamps
-say.
+contacts changed (`updated_at`), with an overlap, because those timestamps are taken when a transaction
+starts and it may commit later. Flagged subjects whose contact address changed are always looked at,
+whatever the timestamps say.
 """
 
 from __future__ import annotations
