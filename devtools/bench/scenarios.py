@@ -26,6 +26,7 @@ from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.load import load_provider_events
 from mailtrace.reconcile import WORK_MEM as RECONCILE_WORK_MEM
 from mailtrace.reconcile import reconcile
+from mailtrace.warehouse import tune_bulk_transaction
 
 MEMORY_LIMIT_MB = 300
 
@@ -164,6 +165,20 @@ _HOT_EVENT_LOG = (
     "INSERT INTO bench_overlap_event SELECT * FROM bench_hot_event",
     "VACUUM ANALYZE bench_overlap_event",
 )
+# The event log as the application lays it out (every page full, so no update can be HOT) with nothing but
+# its own primary key: the verdict UPDATE in place, whatever indexes mailtrace keeps or drops. A second,
+# identical pair serves the overlapped step.
+_APP_LAYOUT_EVENT_LOG = (
+    """CREATE TABLE bench_app_event
+       (LIKE mailtrace.notification_event INCLUDING DEFAULTS INCLUDING CONSTRAINTS)""",
+    "INSERT INTO bench_app_event SELECT * FROM mailtrace.notification_event",
+    "ALTER TABLE bench_app_event ADD PRIMARY KEY (event_id)",
+    "VACUUM ANALYZE bench_app_event",
+    "CREATE TABLE bench_app_overlap_history (LIKE bench_idempotent_history INCLUDING ALL)",
+    "CREATE TABLE bench_app_overlap_event (LIKE bench_app_event INCLUDING ALL)",
+    "INSERT INTO bench_app_overlap_event SELECT * FROM bench_app_event",
+    "VACUUM ANALYZE bench_app_overlap_event",
+)
 # The one piece of logic no design can skip: one winner per notification among the run's statuses, by
 # reconcile's precedence (several statuses of one email can arrive in one run). Read-only; the join to the
 # event log is left out, as the verdict UPDATE above already pays for it.
@@ -210,10 +225,10 @@ def _run_in_transaction(conn: psycopg.Connection, statement: str) -> None:
 def _verdict_update(conn: psycopg.Connection, table: sql.Composable) -> float:
     """Write the ready-made verdicts into `table`; return the fraction of its row updates that were HOT.
 
-    With reconcile's own work_mem, so the join is hashed in one batch and rows are written in table order.
+    With reconcile's own settings, so the join is hashed in one batch and rows are written in table order.
     """
     with conn.transaction():
-        conn.execute("SELECT set_config('work_mem', %s, true)", (RECONCILE_WORK_MEM,))
+        tune_bulk_transaction(conn, work_mem=RECONCILE_WORK_MEM)
         conn.execute(sql.SQL(_WRITE_VERDICTS).format(table))
         updated, hot = conn.execute(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relid = %s::regclass",
@@ -224,7 +239,7 @@ def _verdict_update(conn: psycopg.Connection, table: sql.Composable) -> float:
 
 def _rank_statuses(conn: psycopg.Connection) -> int:
     with conn.transaction():
-        conn.execute("SELECT set_config('work_mem', %s, true)", (RECONCILE_WORK_MEM,))
+        tune_bulk_transaction(conn, work_mem=RECONCILE_WORK_MEM)
         (winners,) = conn.execute(_RANK_STATUSES).fetchone()
     return winners
 
@@ -240,8 +255,10 @@ def _cpu_jiffies() -> tuple[int, int] | None:
     return sum(values), sum(values) - idle
 
 
-def _overlapped_writes(dsn: str, events: list[ProviderEvent]) -> float:
-    """The idempotent history COPY and the HOT verdict UPDATE at once, in two sessions (two cores here).
+def _overlapped_writes(
+    dsn: str, events: list[ProviderEvent], history: sql.Identifier, event_log: sql.Identifier
+) -> float:
+    """The idempotent history COPY and the verdict UPDATE at once, in two sessions (two cores here).
 
     Returns the fraction of the machine's CPU time that was busy meanwhile (1.0: no core to spare for
     any other work), or nan where /proc/stat cannot be read."""
@@ -258,12 +275,8 @@ def _overlapped_writes(dsn: str, events: list[ProviderEvent]) -> float:
             start.abort()
 
     threads = [
-        threading.Thread(
-            target=run, args=(lambda c: _copy_rows(c, events, sql.Identifier("bench_overlap_history")),)
-        ),
-        threading.Thread(
-            target=run, args=(lambda c: _verdict_update(c, sql.Identifier("bench_overlap_event")),)
-        ),
+        threading.Thread(target=run, args=(lambda c: _copy_rows(c, events, history),)),
+        threading.Thread(target=run, args=(lambda c: _verdict_update(c, event_log),)),
     ]
     for thread in threads:
         thread.start()
@@ -289,7 +302,8 @@ def _floors(dsn: str, events: list[ProviderEvent]) -> dict[str, float]:
     the other: an idempotent history plus the verdicts, on the application's table (as CONTRACT.md has it,
     laid out for HOT) or apart. The overlapped step runs the in-place pair at once in two sessions, as a
     design with a core to spare could; adding the ranking of the statuses to it gives the least any run
-    does, writes and logic.
+    does, writes and logic. The same in-place steps on a copy laid out as the application lays it out, with
+    only its primary key, give what any design pays while the contract's table keeps that layout.
     """
     _run_statements(dsn, _KEY_ONLY_HISTORY + _IDEMPOTENT_HISTORY + _SIDE_VERDICTS)
     checkpoints = []
@@ -309,18 +323,42 @@ def _floors(dsn: str, events: list[ProviderEvent]) -> dict[str, float]:
         step(name, lambda conn, table=table: _copy_rows(conn, events, table))
     _run_statements(dsn, ("ANALYZE mailtrace.provider_event",))
     step("ranking", _rank_statuses)
-    _run_statements(dsn, _READY_VERDICTS + _HOT_EVENT_LOG)
+    _run_statements(dsn, _READY_VERDICTS + _HOT_EVENT_LOG + _APP_LAYOUT_EVENT_LOG)
     step("verdicts", lambda conn: _verdict_update(conn, sql.Identifier("mailtrace", "notification_event")))
     hot_fraction = step("hot_verdicts", lambda conn: _verdict_update(conn, sql.Identifier("bench_hot_event")))
+    app_layout_hot_fraction = step(
+        "app_layout_verdicts", lambda conn: _verdict_update(conn, sql.Identifier("bench_app_event"))
+    )
     step("side_verdicts", lambda conn: _run_in_transaction(conn, _WRITE_SIDE_VERDICTS))
-    busy = step("overlapped_in_place", lambda _conn: _overlapped_writes(dsn, events))
-    for total, verdicts in (("least_in_place", "hot_verdicts"), ("least_side_table", "side_verdicts")):
+    busy = step(
+        "overlapped_in_place",
+        lambda _conn: _overlapped_writes(
+            dsn, events, sql.Identifier("bench_overlap_history"), sql.Identifier("bench_overlap_event")
+        ),
+    )
+    app_layout_busy = step(
+        "overlapped_app_layout",
+        lambda _conn: _overlapped_writes(
+            dsn,
+            events,
+            sql.Identifier("bench_app_overlap_history"),
+            sql.Identifier("bench_app_overlap_event"),
+        ),
+    )
+    for total, verdicts in (
+        ("least_in_place", "hot_verdicts"),
+        ("least_side_table", "side_verdicts"),
+        ("least_in_place_app_layout", "app_layout_verdicts"),
+    ):
         seconds[total] = seconds["idempotent_history"] + seconds[verdicts]
     seconds["least_overall"] = seconds["overlapped_in_place"] + seconds["ranking"]
+    seconds["least_overall_app_layout"] = seconds["overlapped_app_layout"] + seconds["ranking"]
     return {
         **seconds,
         "hot_fraction": hot_fraction,
+        "app_layout_hot_fraction": app_layout_hot_fraction,
         "overlapped_cpu_busy": busy,
+        "overlapped_app_layout_cpu_busy": app_layout_busy,
         "checkpointed": all(checkpoints),
     }
 
@@ -362,6 +400,16 @@ _FLOORS = (
     ("overlapped_in_place", "idempotent history and HOT verdict UPDATE at once, in two sessions"),
     ("ranking", "one winner per notification among the run's statuses by reconcile's precedence (a read)"),
     ("least_overall", "the in-place writes at once in two sessions, plus the ranking: the least a run does"),
+    (
+        "app_layout_verdicts",
+        "the same UPDATE, event log as the application lays it out (pages full) with only its primary key",
+    ),
+    ("least_in_place_app_layout", "idempotent history + that UPDATE: least writes, application's layout"),
+    ("overlapped_app_layout", "idempotent history and that UPDATE at once, in two sessions"),
+    (
+        "least_overall_app_layout",
+        "those two at once, plus the ranking: the least a run does while the application's layout stays",
+    ),
 )
 
 
@@ -389,8 +437,14 @@ def throughput(server: Server, config: Config) -> list[Measure]:
         data.provider_events(1, count, newest_sent_at=now - timedelta(minutes=1), spacing_seconds=spacing)
     )
     splits = []
-    hot_fractions = []
-    busy_fractions = []
+    # Fractions measured beside the floors' seconds: (floor, name of the figure) per key _floors returns.
+    fraction_of = {
+        "hot_fraction": ("hot_verdicts", "hot_update_fraction_median"),
+        "app_layout_hot_fraction": ("app_layout_verdicts", "hot_update_fraction_median"),
+        "overlapped_cpu_busy": ("overlapped_in_place", "cpu_busy_fraction_median"),
+        "overlapped_app_layout_cpu_busy": ("overlapped_app_layout", "cpu_busy_fraction_median"),
+    }
+    fractions: dict[str, list[float]] = {key: [] for key in fraction_of}
     checkpointed = []
     for rep in range(config.reps):
         name = server.create("throughput", template=template)
@@ -411,8 +465,8 @@ def throughput(server: Server, config: Config) -> list[Measure]:
             verdicts = _verdict_counts(conn)
         server.drop(name)
         floor = _floors_on_fresh_copy(server, template, events)
-        hot_fractions.append(floor.pop("hot_fraction"))
-        busy_fractions.append(floor.pop("overlapped_cpu_busy"))
+        for key, values in fractions.items():
+            values.append(floor.pop(key))
         checkpointed.append(floor.pop("checkpointed"))
         for key, seconds in floor.items():
             floors[key].ours.append(seconds)
@@ -429,13 +483,11 @@ def throughput(server: Server, config: Config) -> list[Measure]:
     measure.notes.append(
         "each repetition runs on a fresh file copy of the same event log; the two sides alternate order"
     )
-    floors["hot_verdicts"].extra["hot_update_fraction_median"] = round(statistics.median(hot_fractions), 3)
-    floors["overlapped_in_place"].extra["cpu_busy_fraction_median"] = round(
-        statistics.median(busy_fractions), 3
-    )
+    for key, (floor_key, figure) in fraction_of.items():
+        floors[floor_key].extra[figure] = round(statistics.median(fractions[key]), 3)
     for floor in floors.values():
         floor.extra["checkpoint before each floor step"] = all(checkpointed)
-    for key in ("least_in_place", "least_side_table"):
+    for key in ("least_in_place", "least_side_table", "least_in_place_app_layout"):
         floors[key].notes.append(
             "a floor, not a design: the history with only its identity and observation keys (no look-up "
             "index), then the verdict write; no staging, matching, precedence or orphan work. A "
@@ -522,6 +574,10 @@ def naive(server: Server, config: Config) -> list[Measure]:
             ("least_side_table", "the least writes with verdicts in a table of their own"),
             ("overlapped_in_place", "the least writes in place, run at once in two sessions"),
             ("least_overall", "those writes at once plus the ranking of the statuses: the least a run does"),
+            (
+                "least_overall_app_layout",
+                "the same on the application's table as it lays it out: the least a run does on it",
+            ),
         )
     }
     for floor_measure in naive_floors.values():

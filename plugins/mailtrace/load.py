@@ -18,7 +18,7 @@ import psycopg
 
 from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.paths import read_sql
-from mailtrace.warehouse import LOAD_LOCK, require_no_open_transaction, set_state
+from mailtrace.warehouse import LOAD_LOCK, require_no_open_transaction, set_state, tune_bulk_transaction
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: Sta
         # then never skips a row that a slower concurrent load commits later.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
         # Room to sort a whole chunk in memory (the default spills a 50,000-row chunk to disk).
-        conn.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+        tune_bulk_transaction(conn, work_mem=WORK_MEM)
         conn.execute(_CREATE_STAGE)
         with conn.cursor() as cur:
             with cur.copy(_COPY_STAGE) as copy:

@@ -15,7 +15,13 @@ import psycopg
 from psycopg import sql
 
 from mailtrace.paths import SQL_DIR
-from mailtrace.warehouse import LOAD_LOCK, get_state, require_no_open_transaction, set_state
+from mailtrace.warehouse import (
+    LOAD_LOCK,
+    get_state,
+    require_no_open_transaction,
+    set_state,
+    tune_bulk_transaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +84,7 @@ def reconcile(
     counts: dict[str, int] = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
-        conn.execute("SELECT set_config('work_mem', %s, true)", (WORK_MEM,))
+        tune_bulk_transaction(conn, work_mem=WORK_MEM)
         cursor = int(get_state(conn, CURSOR_STATE) or 0)
         (high_water,) = conn.execute("SELECT coalesce(max(id), 0) FROM mailtrace.provider_event").fetchone()
         _refresh_statistics(conn, high_water - cursor)
