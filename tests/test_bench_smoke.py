@@ -46,7 +46,7 @@ def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
             assert isinstance(row["met"], bool), row
             assert row["target"].split()[0] in ("<=", "<", ">="), row
     floors = {row["measure"].split(":")[1].strip() for row in results if row["target"] is None}
-    assert len([row for row in results if row["scenario"] == "throughput"]) == 16  # the target and 15 floors
+    assert len([row for row in results if row["scenario"] == "throughput"]) == 17  # the target and 16 floors
     assert any(name.startswith("idempotent history + HOT verdict UPDATE") for name in floors), floors
     assert any(name.startswith("the in-place writes at once in two sessions, plus") for name in floors)
     assert any(
