@@ -45,12 +45,15 @@ def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
         else:
             assert isinstance(row["met"], bool), row
             assert row["target"].split()[0] in ("<=", "<", ">="), row
-    floors = {row["measure"].split(":")[1].strip() for row in results if row["target"] is None}
+    floors = {row["measure"].removeprefix("floor: ") for row in results if row["target"] is None}
     assert len([row for row in results if row["scenario"] == "throughput"]) == 17  # the target and 16 floors
     assert any(name.startswith("idempotent history + HOT verdict UPDATE") for name in floors), floors
-    assert any(name.startswith("the in-place writes at once in two sessions, plus") for name in floors)
     assert any(
-        name.startswith("those two at once, plus the ranking: the least a run does while") for name in floors
+        name.startswith("HOT writes at once, plus the ranking: the least a run does") for name in floors
+    )
+    assert any(
+        name.startswith("primary-key-only writes at once, plus the ranking: the least a run does on")
+        for name in floors
     )
     assert document["config"]["reps"] == 1
     assert document["machine"]["cpus"]

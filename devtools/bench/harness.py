@@ -101,12 +101,14 @@ class Server:
             return conn.execute("SHOW server_version").fetchone()[0]
 
     def settings(self) -> dict[str, str]:
-        names = ("shared_buffers", "work_mem", "maintenance_work_mem", "fsync", "synchronous_commit")
+        names = ("shared_buffers", "work_mem", "maintenance_work_mem", "fsync", "synchronous_commit", "jit")
         with psycopg.connect(self.admin_dsn) as conn:
-            return {
+            settings = {
                 name: conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
                 for name in names
             }
+            (jit_available,) = conn.execute("SELECT pg_jit_available()").fetchone()
+        return {**settings, "jit_available": str(jit_available).lower()}
 
 
 def timed(function: Callable[[], Any]) -> tuple[float, Any]:

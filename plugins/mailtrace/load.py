@@ -43,7 +43,7 @@ def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: Sta
         # Serialise loaders so identity values become visible in order: reconcile's "id > cursor"
         # then never skips a row that a slower concurrent load commits later.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
-        # Room to sort a whole chunk in memory (the default spills a 50,000-row chunk to disk).
+        # Room to sort a whole chunk in memory (the default spills a 50,000-row chunk to disk); no JIT.
         tune_bulk_transaction(conn, work_mem=WORK_MEM)
         conn.execute(_CREATE_STAGE)
         with conn.cursor() as cur:
