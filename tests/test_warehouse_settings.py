@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from mailtrace.warehouse import tune_bulk_transaction
 
 
@@ -21,3 +24,10 @@ def test_bulk_settings_apply_to_the_transaction_only(warehouse_conn):
         assert _settings(warehouse_conn) == ("off", "48MB")
 
     assert _settings(warehouse_conn) == before
+
+
+def test_bulk_settings_refuse_a_connection_outside_a_transaction(warehouse_dsn):
+    with psycopg.connect(warehouse_dsn, autocommit=True) as conn:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            tune_bulk_transaction(conn, work_mem="48MB")
+        assert _settings(conn)[1] != "48MB"
