@@ -40,15 +40,19 @@ def failure_text(context: dict[str, Any]) -> tuple[str, str]:
     return f"mailtrace: {dag_id}.{task_id} failed", "\n".join(lines)
 
 
-def email_task_failure(context: dict[str, Any]) -> None:
+def email_alert(subject: str, text: str) -> None:
+    """Email `text` to `mailtrace_alert_emails`; where that Variable names nobody, only log it."""
     from mailtrace.mailer import send_email
     from mailtrace.settings import get_email_list
 
-    if isinstance(context.get("exception"), AlertAlreadySent):
-        return
-    subject, text = failure_text(context)
     recipients = get_email_list("alert_emails")
     if not recipients:
-        log.warning("no Variable mailtrace_alert_emails: failure of a mailtrace task not emailed")
+        log.warning("no Variable mailtrace_alert_emails: alert %r not emailed", subject)
         return
     send_email(to=recipients, subject=subject, text=text)
+
+
+def email_task_failure(context: dict[str, Any]) -> None:
+    if isinstance(context.get("exception"), AlertAlreadySent):
+        return
+    email_alert(*failure_text(context))

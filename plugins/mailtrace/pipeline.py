@@ -6,13 +6,10 @@ that tests call directly, while DAG files stay a table of contents.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
-from mailtrace.settings import get_email_list, get_setting
+from mailtrace.settings import get_setting
 from mailtrace.warehouse import apply_migrations, connect
-
-log = logging.getLogger(__name__)
 
 
 def _grace() -> timedelta:
@@ -77,7 +74,7 @@ def run_flag_update() -> dict:
 
 def run_deliverability_check(provider: str) -> dict:
     """Fail (after emailing `mailtrace_alert_emails`) when a threshold is breached for `provider`."""
-    from mailtrace.mailer import send_email
+    from mailtrace.failure_alert import email_alert
     from mailtrace.monitoring import DeliverabilityAlert, Thresholds, alert_text, check_deliverability
 
     thresholds = Thresholds(
@@ -91,13 +88,5 @@ def run_deliverability_check(provider: str) -> dict:
     if not result["problems"]:
         return result
     message = alert_text(result)
-    recipients = get_email_list("alert_emails")
-    if recipients:
-        send_email(
-            to=recipients,
-            subject=f"mailtrace: email delivery through {provider} needs attention",
-            text=message,
-        )
-    else:
-        log.warning("no Variable mailtrace_alert_emails: alert not emailed")
+    email_alert(f"mailtrace: email delivery through {provider} needs attention", message)
     raise DeliverabilityAlert(message)
