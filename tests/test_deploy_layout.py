@@ -126,12 +126,11 @@ print(json.dumps({
 """
 
 
-def load_plugins(plugins_folder: Path, tmp_path: Path) -> dict:
-    env = {
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder),
-        "MAILTRACE_SQL_DIR": str(REPO_ROOT / "sql"),
-        "MAILTRACE_TEMPLATES_DIR": str(REPO_ROOT / "templates"),
-    }
+def load_plugins(plugins_folder: Path, tmp_path: Path, *, point_at_repository: bool = True) -> dict:
+    env = {"AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins_folder)}
+    if point_at_repository:
+        env["MAILTRACE_SQL_DIR"] = str(REPO_ROOT / "sql")
+        env["MAILTRACE_TEMPLATES_DIR"] = str(REPO_ROOT / "templates")
     code = LOAD_PLUGINS.replace("sys.argv[1]", repr(str(plugins_folder)))
     return run_python(code, env_extra=env, cwd=tmp_path)
 
@@ -146,6 +145,20 @@ def test_airflow_loads_only_the_plugin_entry_point_under_its_own_name(tmp_path):
     }
     assert top_level == {"mailtrace_ui"}
     assert not SHADOWING_NAMES & set(found["modules"])
+
+
+def test_an_unpacked_plugins_zip_loads_as_one_plugin_with_its_own_sql_and_templates(tmp_path):
+    # What MWAA does with plugins.zip: unpack it into the plugins folder, then load plugins from there.
+    plugins = tmp_path / "plugins"
+    build_plugins_zip(tmp_path / "plugins.zip")
+    with zipfile.ZipFile(tmp_path / "plugins.zip") as bundle:
+        bundle.extractall(plugins)
+
+    found = load_plugins(plugins, tmp_path, point_at_repository=False)
+
+    assert found["errors"] == {}
+    assert "mailtrace_delivery" in found["plugins"]
+    assert {name for name in found["modules"] if name.split(".")[0] != "mailtrace"} == {"mailtrace_ui"}
 
 
 def test_without_the_ignore_file_the_loader_registers_bare_module_names(tmp_path):
