@@ -99,26 +99,39 @@ def test_development_layer_keeps_bind_mounts_and_its_services_to_itself():
 @pytest.fixture
 def compose_project(tmp_path):
     """A copy of the compose files with .env and mailtrace.env made from the examples."""
-    binary = shutil.which("docker-compose")
-    if binary is None:
-        pytest.skip("no Compose v2 binary (docker-compose) on PATH")
+    command = compose_command()
+    if command is None:
+        pytest.skip("no Compose v2 (`docker compose` or a docker-compose binary) on PATH")
     for path in (PRODUCTION, DEVELOPMENT):
         shutil.copy(path, tmp_path / path.name)
     shutil.copytree(REPO_ROOT / "devtools" / "compose", tmp_path / "devtools" / "compose")
     shutil.copy(MAILTRACE_ENV_EXAMPLE, tmp_path / "mailtrace.env")
-    return binary, tmp_path
+    return command, tmp_path
 
 
-def compose_config(binary: str, project: Path, *files: str) -> subprocess.CompletedProcess:
-    args = [binary, *(arg for name in files for arg in ("-f", name)), "config", "-q"]
+def compose_command() -> list[str] | None:
+    """`docker compose` when the plugin is installed, else a standalone Compose v2 binary, else None."""
+    if shutil.which("docker"):
+        plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30)
+        if plugin.returncode == 0:
+            return ["docker", "compose"]
+    standalone = shutil.which("docker-compose")
+    if standalone is None:
+        return None
+    version = subprocess.run([standalone, "version"], capture_output=True, text=True, timeout=30)
+    return [standalone] if "v2." in version.stdout else None
+
+
+def compose_config(command: list[str], project: Path, *files: str) -> subprocess.CompletedProcess:
+    args = [*command, *(arg for name in files for arg in ("-f", name)), "config", "-q"]
     return subprocess.run(args, cwd=project, capture_output=True, text=True, timeout=60)
 
 
 def test_compose_refuses_to_start_until_the_secrets_are_set(compose_project):
-    binary, project = compose_project
+    command, project = compose_project
     shutil.copy(ENV_EXAMPLE, project / ".env")
 
-    refused = compose_config(binary, project, "docker-compose.yaml")
+    refused = compose_config(command, project, "docker-compose.yaml")
 
     assert refused.returncode != 0
     assert "required variable" in refused.stderr and "in .env" in refused.stderr
@@ -129,5 +142,5 @@ def test_compose_refuses_to_start_until_the_secrets_are_set(compose_project):
     ]
     (project / ".env").write_text("\n".join(filled) + "\n", encoding="utf-8")
     for files in (("docker-compose.yaml",), ("docker-compose.yaml", "docker-compose.dev.yaml")):
-        accepted = compose_config(binary, project, *files)
+        accepted = compose_config(command, project, *files)
         assert accepted.returncode == 0, accepted.stderr
