@@ -1,20 +1,22 @@
 # The two commands of the README: `make demo` and `make test`. Both create .venv from the pinned
-# requirements on first use, so a fresh machine needs nothing but Python 3.11.
+# requirements on first use (requirements/runtime.lock, what production runs, plus requirements/dev.txt,
+# the test and lint tools), so a fresh machine needs nothing but Python 3.11.
 
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+REQUIREMENTS := requirements/runtime.lock requirements/dev.txt
 
-.PHONY: demo test bench lint venv
+.PHONY: demo test bench lint venv plugins-zip
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): $(REQUIREMENTS)
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH"; exit 1; }
 	$(PYTHON) -m venv $(VENV) || { echo "python venv module missing: apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet $(addprefix -r ,$(REQUIREMENTS))
 	touch $(STAMP)
 
 demo: venv
@@ -30,3 +32,8 @@ bench: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# dist/plugins.zip for an Airflow that takes its plugins as one archive (MWAA): plugins/ with sql/ and
+# templates/ at the zip's root. Standard library only, so no venv needed.
+plugins-zip:
+	$(PYTHON) -m devtools.plugins_zip dist/plugins.zip

@@ -12,6 +12,9 @@ from the queue; unparseable messages go to `mailtrace.ses_dead_letter` and are d
 run leaves its messages in the queue and the next run stores them again as a no-op. The last task checks
 SES deliverability (delivery rate, events stopping) and, like any task that fails for good, emails
 `mailtrace_alert_emails`.
+
+A deployment without an SES queue (`mailtrace_ses_queue_url` unset) gets skipped runs that say so in the
+first task's log, not failures and alerts.
 """
 
 from __future__ import annotations

@@ -277,13 +277,22 @@ def replay_archive(
 def drain_configured_queue(aws_conn_id: str = "aws_default") -> dict[str, int]:
     """The DAG's task: drain the queue named by the deployment's Variables into the warehouse.
 
-    Variables: `mailtrace_ses_queue_url` (required), `mailtrace_report_bucket` (the raw archive's
+    Variables: `mailtrace_ses_queue_url` (unset: skipped), `mailtrace_report_bucket` (the raw archive's
     bucket), `mailtrace_ses_max_batches` (optional, default 100 batches of 10 per run).
     """
+    from airflow.sdk.exceptions import AirflowSkipException
+
     from mailtrace.settings import get_setting
     from mailtrace.warehouse import apply_migrations, connect
 
-    queue_url = get_setting("ses_queue_url")
+    queue_url = get_setting("ses_queue_url", None)
+    if not queue_url:
+        # A deployment that does not send through SES has no queue: skip (and skip the reconcile
+        # after it) rather than fail and alert every 10 minutes.
+        raise AirflowSkipException(
+            "no SES event queue configured (Airflow Variable mailtrace_ses_queue_url is unset): "
+            "nothing to drain; set it to the SQS queue URL to ingest SES events"
+        )
     bucket = get_setting("report_bucket")
     max_batches = int(get_setting("ses_max_batches", DEFAULT_MAX_BATCHES))
     with connect() as conn:
