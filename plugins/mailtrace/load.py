@@ -5,7 +5,9 @@ per chunk, so the cost is set-based and a re-run adds no duplicates. Each chunk 
 (bounded memory, progress kept on failure); pipeline state passed in `state` is written in the
 transaction of the last chunk, so a watermark can never move past rows that did not commit.
 `state` may be a callable: it is called only once `events` is exhausted, which lets a streaming
-extract commit a watermark it only knows at the end.
+extract commit a watermark it only knows at the end. `before_commit`, likewise called at the end in
+the last chunk's transaction, stores what the extract set aside on the way (quarantined items), so
+the watermark never commits without them.
 """
 
 from __future__ import annotations
@@ -36,9 +38,12 @@ _COPY_STAGE = "COPY provider_event_stage ({}) FROM STDIN".format(", ".join(PROVI
 
 
 StateToCommit = Mapping[str, str] | Callable[[], Mapping[str, str]] | None
+BeforeCommit = Callable[[psycopg.Connection], None] | None
 
 
-def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: StateToCommit) -> int:
+def _load_chunk(
+    conn: psycopg.Connection, chunk: list[ProviderEvent], state: StateToCommit, before_commit: BeforeCommit
+) -> int:
     with conn.transaction():
         # Serialise loaders so identity values become visible in order: reconcile's "id > cursor"
         # then never skips a row that a slower concurrent load commits later.
@@ -56,6 +61,8 @@ def _load_chunk(conn: psycopg.Connection, chunk: list[ProviderEvent], state: Sta
             state = state()
         for name, value in (state or {}).items():
             set_state(conn, name, value)
+        if before_commit is not None:
+            before_commit(conn)
     return inserted
 
 
@@ -65,8 +72,12 @@ def load_provider_events(
     *,
     state: StateToCommit = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    before_commit: BeforeCommit = None,
 ) -> int:
-    """Store every observation in `events`; return how many were new. `state` commits with the last chunk."""
+    """Store every observation in `events`; return how many were new.
+
+    `state` and `before_commit` commit with the last chunk.
+    """
     require_no_open_transaction(conn, "load_provider_events")
     iterator = iter(events)
     inserted = 0
@@ -74,7 +85,7 @@ def load_provider_events(
     while True:
         following = list(itertools.islice(iterator, chunk_rows)) if chunk else []
         is_last = not following
-        inserted += _load_chunk(conn, chunk, state if is_last else None)
+        inserted += _load_chunk(conn, chunk, state if is_last else None, before_commit if is_last else None)
         if is_last:
             break
         chunk = following
