@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 import ses_payloads as payloads
+from test_dag_runs import airflow_metadata_db, dags_test  # noqa: F401 - the fixture is used by name
 from test_ses_ingest import dead_letters, drain, enqueue, provider_events, queue_depth
 
 from mailtrace import ses_ingest
@@ -213,3 +214,23 @@ def test_drain_at_debug_logs_no_address(warehouse_conn, aws, s3_bucket, queue_ur
     assert ADDRESS.findall(output) == [], ADDRESS.findall(output)[:5]
     assert "p***@example.com" in output
     assert logging.getLogger("botocore").level == botocore_level  # given back after the drain
+
+
+@pytest.mark.usefixtures("airflow_metadata_db")
+def test_dag_run_with_a_poison_message_is_green_and_stores_the_rest(
+    warehouse_conn, aws, s3_bucket, queue_url, smtp_server, monkeypatch, tmp_path
+):
+    """The whole SES DAG under `airflow dags test`: the poison message set aside, the others stored."""
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_QUEUE_URL", queue_url)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    enqueue(aws, queue_url, *good_batch(), deep_nesting())
+
+    returncode, log = dags_test("mailtrace_ses_events", tmp_path)
+
+    assert returncode == 0, log[-3000:]
+    assert "up_for_retry" not in log
+    assert {row[0] for row in provider_events(warehouse_conn)} == {"msg-good-1", "msg-good-2"}
+    (error,) = [row[2] for row in dead_letters(warehouse_conn)]
+    assert "RecursionError" in error
+    assert "1 of 3 SES messages set aside" in log
+    assert queue_depth(aws, queue_url) == 0
