@@ -141,3 +141,22 @@ def test_quarantine_reason_masks_addresses(warehouse_conn, notify_sim):
     ((_, _, reason, raw_json, _),) = quarantine_rows(warehouse_conn)
     assert "someone.private" not in reason and "s***@example.gov" in reason
     assert "someone.private@example.gov" in raw_json  # the raw item is kept whole
+
+
+def test_a_notification_the_warehouse_refuses_is_set_aside_and_the_page_loads(warehouse_conn, notify_sim):
+    """Any store-time refusal of one notification's values (here a CHECK the test adds) sets only it aside."""
+    rows, hostile = seed(notify_sim)
+    warehouse_conn.execute(
+        f"""ALTER TABLE mailtrace.provider_event
+            ADD CONSTRAINT refuse_for_test CHECK (provider_reference <> '{hostile["id"]}')"""
+    )
+    warehouse_conn.commit()
+
+    result = run_notify_list_extract()
+
+    assert result["quarantined"] == 1
+    assert stored_references(warehouse_conn) == {row["id"] for row in rows}
+    ((notification_id, source, reason, raw_json, _),) = quarantine_rows(warehouse_conn)
+    assert (notification_id, source) == (hostile["id"], "notify_list")
+    assert "the warehouse refused it" in reason and "refuse_for_test" in reason
+    assert json.loads(raw_json)["mapped_observation"]["raw_status"] == "permanent-failure"

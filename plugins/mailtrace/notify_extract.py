@@ -26,13 +26,13 @@ import json
 import logging
 import reprlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
 
-from mailtrace.events import ProviderEvent
+from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
 from mailtrace.paths import read_sql
@@ -85,6 +85,24 @@ class Quarantine:
             }
         )
         self.reasons[reason.split(":", 1)[0]] += 1
+
+    def refused(self, source: str) -> Callable[[ProviderEvent, BaseException], None]:
+        """For the loader: set aside an observation the warehouse refused to store.
+
+        Its notification's JSON is gone by then (pages stream), so the observation as mapped is kept.
+        """
+
+        def set_aside(event: ProviderEvent, error: BaseException) -> None:
+            mapped = {
+                name: str(value) for name, value in zip(PROVIDER_EVENT_COLUMNS, event.copy_row(), strict=True)
+            }
+            self.add(
+                {"id": event.provider_reference, "mapped_observation": mapped},
+                MalformedNotification(f"the warehouse refused it: {storable_reason(error)}"),
+                source,
+            )
+
+        return set_aside
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -236,6 +254,7 @@ def extract_list(
             state=lambda: {**_watermark_state(walk, watermark), **swept},
             chunk_rows=chunk_rows,
             before_commit=quarantine.store,
+            on_refused=quarantine.refused("notify_list"),
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (EXTRACT_LOCK_BASE,))
@@ -301,7 +320,9 @@ def lookup_open_events(
                 quarantine.add(notification, error, "notify_lookup")
         checked_ids.append(event_id)
         found_flags.append(bool(found))
-    inserted = load_provider_events(conn, events, before_commit=quarantine.store)
+    inserted = load_provider_events(
+        conn, events, before_commit=quarantine.store, on_refused=quarantine.refused("notify_lookup")
+    )
     with conn.transaction():
         conn.execute(
             read_sql("notify_record_lookups.sql"),

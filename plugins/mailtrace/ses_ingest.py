@@ -37,7 +37,7 @@ import psycopg
 
 from mailtrace.events import ProviderEvent
 from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
-from mailtrace.load import load_provider_events
+from mailtrace.load import is_item_fault, load_provider_events
 from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email
 from mailtrace.providers.ses import UnparseableMessage, parse_sqs_body
 
@@ -50,10 +50,6 @@ DEFAULT_WAIT_SECONDS = 10
 # Long enough to archive, load and commit a batch of 10; a slower batch just reappears and is
 # stored again as a no-op.
 DEFAULT_VISIBILITY_TIMEOUT = 300
-
-# SQLSTATE classes that blame the values stored, not the warehouse: data exception (22),
-# integrity constraint violation (23), program limit exceeded (54, e.g. an index row too large).
-ITEM_FAULT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 
 _INSERT_DEAD_LETTER = """
 INSERT INTO mailtrace.ses_dead_letter (message_id, body, error, received_at, raw)
@@ -113,21 +109,6 @@ def archive_lines(messages: list[QueueMessage]) -> str:
         for message in sorted(messages, key=lambda m: m.message_id)
     ]
     return "\n".join(lines) + "\n"
-
-
-def is_item_fault(conn: psycopg.Connection, error: BaseException) -> bool:
-    """Whether `error`, raised while storing some items, blames those items rather than the warehouse.
-
-    A database error blames the items only when its SQLSTATE class says the values were refused
-    and the connection still works; a Python error raised while turning values into rows does too.
-    """
-    if isinstance(error, psycopg.Error):
-        if conn.closed or conn.broken:
-            return False
-        if error.sqlstate is None:
-            return isinstance(error, psycopg.DataError)
-        return error.sqlstate[:2] in ITEM_FAULT_SQLSTATE_CLASSES
-    return isinstance(error, Exception)
 
 
 def _parse(messages: list[QueueMessage]) -> tuple[list[tuple[QueueMessage, list[ProviderEvent]]], list]:
