@@ -104,9 +104,6 @@ class Quarantine:
 
         return set_aside
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def store(self, conn: psycopg.Connection) -> None:
         self.new = 0
         with conn.cursor() as cur:
