@@ -210,7 +210,6 @@ def test_drain_at_debug_logs_no_address(warehouse_conn, aws, s3_bucket, queue_ur
 
     assert result["inserted"] == 2 and result["poison"] == 1
     output = caplog.text + "".join(capfd.readouterr())
-    assert "botocore" in {record.name.split(".")[0] for record in caplog.records} or output
     assert ADDRESS.findall(output) == [], ADDRESS.findall(output)[:5]
     assert "p***@example.com" in output
     assert logging.getLogger("botocore").level == botocore_level  # given back after the drain
