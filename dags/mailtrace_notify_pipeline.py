@@ -5,7 +5,8 @@ Every 15 minutes (never two runs at once): what GC Notify says happened to every
 
 1. **migrate_warehouse** – apply any new `sql/migrations` (a no-op when up to date).
 2. **extract_notify_list** – walk `GET /v2/notifications` newest first back to the watermark minus
-   an overlap, loading every status into `mailtrace.provider_event` (COPY, idempotent).
+   an overlap, loading every status into `mailtrace.provider_event` (COPY, idempotent). A malformed
+   notification is set aside in `mailtrace.notify_quarantine` and never moves the watermark.
 3. **lookup_open_notifications** – `GET /v2/notifications/{id}` for logged emails still pending or
    unknown that the list walk no longer covers.
 4. **reconcile_event_log** – set `delivery_status` & co. on `mailtrace.notification_event`, record

@@ -8,8 +8,10 @@ in Variable `mailtrace_ses_queue_url`) into `mailtrace.provider_event`, then rec
 Accepts SNS-enveloped and raw-delivered messages, configuration-set events (`eventType`) and identity
 notifications (`notificationType`). Each batch of 10 is archived as NDJSON to
 `s3://<mailtrace_report_bucket>/ses-raw/<YYYY>/<MM>/<DD>/<batch-id>.ndjson`, loaded, and only then deleted
-from the queue; unparseable messages go to `mailtrace.ses_dead_letter` and are deleted. A failed or killed
-run leaves its messages in the queue and the next run stores them again as a no-op. The last task checks
+from the queue. A message that cannot be parsed or stored goes, alone, to `mailtrace.ses_dead_letter` (reason
+and raw bytes) and is deleted; the rest of its batch is stored. A batch the warehouse cannot store fails the
+task and is made visible again at once, so the retry finds it. A killed run leaves its messages in the
+queue and the next run stores them again as a no-op. The last task checks
 SES deliverability (delivery rate, events stopping) and, like any task that fails for good, emails
 `mailtrace_alert_emails`.
 

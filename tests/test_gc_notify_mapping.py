@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from mailtrace.providers.gc_notify import NotifyApiError, to_provider_event
+from mailtrace.providers.gc_notify import MalformedNotification, to_provider_event
 
 
 def notification(status, *, status_description=None, provider_response=None, **extra):
@@ -115,10 +115,10 @@ def test_missing_status_is_kept_as_unknown():
     assert (event.raw_status, event.delivery_status) == ("missing-status", None)
 
 
-def test_missing_id_is_a_clear_error():
+def test_missing_id_makes_the_notification_malformed():
     payload = notification("delivered")
     del payload["id"]
-    with pytest.raises(NotifyApiError, match="without an id"):
+    with pytest.raises(MalformedNotification, match="without an id"):
         to_provider_event(payload)
 
 

@@ -334,7 +334,7 @@ def test_not_at_provider_after_grace_and_a_missed_lookup(warehouse_conn, notify_
     looked_up = lookup_open_events(warehouse_conn, client, now=NOW, grace=timedelta(hours=2))
     reconcile(warehouse_conn, now=NOW, grace=timedelta(hours=2))
 
-    assert looked_up == {"checked": 1, "missing": 1, "inserted": 0}
+    assert looked_up == {"checked": 1, "missing": 1, "inserted": 0, "quarantined": 0}
     assert verdict(warehouse_conn, "lost") == ("not_at_provider", "unknown")
     assert verdict(warehouse_conn, "young") == (None, None)  # still inside the grace period
 
@@ -355,7 +355,7 @@ def test_a_garbled_or_blank_reference_does_not_stop_the_other_lookups(warehouse_
 
     # "blank" has no reference to ask by: a blank id is none, and reconcile matches by the client
     # reference only when there is no provider reference at all, so asking by it would find in vain.
-    assert looked_up == {"checked": 2, "missing": 1, "inserted": 1}
+    assert looked_up == {"checked": 2, "missing": 1, "inserted": 1, "quarantined": 0}
     assert verdict(warehouse_conn, "garbled") == ("not_at_provider", "unknown")
     assert verdict(warehouse_conn, "found") == ("delivered", None)
     assert verdict(warehouse_conn, "blank") == (None, None)

@@ -58,6 +58,7 @@ FAULT_KINDS = (
     "loop_next",
     "drop_field",
     "unknown_status",
+    "patch",
 )
 UNKNOWN_STATUS = "weird-new-status"
 _CONFIGURABLE = (
@@ -102,13 +103,15 @@ class Fault:
     status: int | None = None
     retry_after: int | None = None
     delay_seconds: float | None = None
+    # For "patch": notification id -> fields to overwrite in the JSON served for it.
+    patches: dict[str, dict[str, Any]] | None = None
 
     def matches(self, method: str, path: str) -> bool:
         if not path.startswith(self.path_prefix):
             return False
         if self.kind == "loop_next":
             return method == "GET" and path == API_PREFIX
-        if self.kind in ("drop_field", "unknown_status"):
+        if self.kind in ("drop_field", "unknown_status", "patch"):
             return method == "GET"
         return True
 
@@ -269,11 +272,15 @@ class NotifySimulator:
         status: int | None = None,
         retry_after: int | None = None,
         delay_seconds: float | None = None,
+        patches: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         """Make the next `count` matching API requests misbehave (faults are used in the order added).
 
         A 'status' fault sends `Retry-After: <retry_after>` when given (for a 429 the simulator's
         `retry_after_seconds` otherwise); a negative `retry_after` sends no Retry-After at all.
+        A 'patch' fault serves the notifications named in `patches` ({id: {field: value}}) with those
+        fields overwritten, in lists and look-ups alike: a malformed notification Notify keeps serving
+        (no id, a timestamp without a zone or in 2099, NUL or lone surrogates in a text field).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; known: {FAULT_KINDS}")
@@ -281,10 +288,12 @@ class NotifySimulator:
             raise ValueError("a 'status' fault needs status=<HTTP code>")
         if kind == "delay" and delay_seconds is None:
             raise ValueError("a 'delay' fault needs delay_seconds")
+        if kind == "patch" and not patches:
+            raise ValueError("a 'patch' fault needs patches={notification id: {field: value}}")
         if count < 1:
             raise ValueError("count must be at least 1")
         with self._lock:
-            self._faults.append(Fault(kind, count, path_prefix, status, retry_after, delay_seconds))
+            self._faults.append(Fault(kind, count, path_prefix, status, retry_after, delay_seconds, patches))
 
     def sent_requests(self) -> list[dict]:
         with self._lock:
@@ -707,3 +716,6 @@ def _apply_data_fault(fault: Fault, response: Response) -> None:
     elif fault.kind == "unknown_status":
         for notification in notifications:
             notification["status"] = UNKNOWN_STATUS
+    elif fault.kind == "patch":
+        for notification in notifications:
+            notification.update((fault.patches or {}).get(notification.get("id"), {}))

@@ -12,21 +12,37 @@ together see every status change:
   evidence reconcile needs for `not_at_provider`.
 
 Both stream: a page is mapped and handed to the loader, which commits in chunks.
+
+A notification that cannot become an observation (no id, a timestamp without a time zone or in the
+future, anything else its mapping raises on) is set aside in `mailtrace.notify_quarantine` with the
+reason and its JSON, in the transaction that commits the watermark; the rest of its page loads, and
+it never moves the watermark. The result counts them (`quarantined`) and a warning names the reasons.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import reprlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 
-from mailtrace.events import ProviderEvent
+from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
+from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
 from mailtrace.paths import read_sql
-from mailtrace.providers.gc_notify import PROVIDER, NotifyClient, parse_timestamp, to_provider_event
+from mailtrace.providers.gc_notify import (
+    PROVIDER,
+    MalformedNotification,
+    NotifyClient,
+    parse_timestamp,
+    to_provider_event,
+)
 from mailtrace.warehouse import EXTRACT_LOCK_BASE, drop_session_if_client_vanishes, get_state
 
 log = logging.getLogger(__name__)
@@ -40,12 +56,82 @@ DEFAULT_INITIAL_LOOKBACK = timedelta(days=7)
 DEFAULT_RETENTION = timedelta(days=7)
 
 
-class _ListWalk:
-    """Iterates mapped events from the list pages; remembers the newest created_at it saw."""
+class Quarantine:
+    """Notifications set aside during one extract, stored by `store` in the loader's last transaction."""
 
-    def __init__(self, client: NotifyClient, stop_before: datetime):
+    def __init__(self, seen_at: datetime):
+        self.seen_at = seen_at
+        self.rows: list[dict[str, Any]] = []
+        self.reasons: Counter[str] = Counter()
+        self.new = 0
+
+    def add(self, notification: Any, error: BaseException, source: str) -> None:
+        reason = str(error) if isinstance(error, MalformedNotification) else storable_reason(error)
+        try:
+            raw_json = json.dumps(notification, sort_keys=True)  # ASCII: \u escapes keep NUL and surrogates
+        except (RecursionError, TypeError, ValueError):
+            raw_json = json.dumps(reprlib.repr(notification))
+        notification_id = notification.get("id") if isinstance(notification, dict) else None
+        self.rows.append(
+            {
+                "notification_id": None
+                if notification_id is None
+                else storable_text(notification_id, max_bytes=INDEXED_FIELD_MAX_BYTES),
+                "source": source,
+                "reason": storable_reason(reason),
+                "raw_json": raw_json,
+                "raw_sha256": hashlib.sha256(raw_json.encode("ascii")).hexdigest(),
+                "seen_at": self.seen_at,
+            }
+        )
+        self.reasons[reason.split(":", 1)[0]] += 1
+
+    def refused(self, source: str) -> Callable[[ProviderEvent, BaseException], None]:
+        """For the loader: set aside an observation the warehouse refused to store.
+
+        Its notification's JSON is gone by then (pages stream), so the observation as mapped is kept.
+        """
+
+        def set_aside(event: ProviderEvent, error: BaseException) -> None:
+            mapped = {
+                name: str(value) for name, value in zip(PROVIDER_EVENT_COLUMNS, event.copy_row(), strict=True)
+            }
+            self.add(
+                {"id": event.provider_reference, "mapped_observation": mapped},
+                MalformedNotification(f"the warehouse refused it: {storable_reason(error)}"),
+                source,
+            )
+
+        return set_aside
+
+    def store(self, conn: psycopg.Connection) -> None:
+        self.new = 0
+        with conn.cursor() as cur:
+            for row in self.rows:
+                cur.execute(read_sql("notify_quarantine.sql"), row)
+                (inserted,) = cur.fetchone()
+                self.new += bool(inserted)
+
+    def report(self, what: str) -> int:
+        """Warn about what was set aside; return how many."""
+        if self.rows:
+            log.warning(
+                "%s: %d Notify notifications set aside in mailtrace.notify_quarantine (%d new there): %s",
+                what,
+                len(self.rows),
+                self.new,
+                dict(self.reasons),
+            )
+        return len(self.rows)
+
+
+class _ListWalk:
+    """Iterates mapped events from the list pages; remembers the newest created_at it accepted."""
+
+    def __init__(self, client: NotifyClient, stop_before: datetime, quarantine: Quarantine):
         self.client = client
         self.stop_before = stop_before
+        self.quarantine = quarantine
         self.newest_created_at: datetime | None = None
         self.pages = 0
         self.notifications = 0
@@ -56,7 +142,12 @@ class _ListWalk:
             self.pages += 1
             reached_stop = False
             for notification in page:
-                created_at = parse_timestamp(notification.get("created_at"))
+                try:
+                    event = to_provider_event(notification, source="notify_list")
+                except Exception as error:  # noqa: BLE001 - whatever one notification raises is its own
+                    self.quarantine.add(notification, error, "notify_list")
+                    continue
+                created_at = parse_timestamp(notification.get("created_at"))  # checked by the mapping
                 if created_at is not None:
                     if self.newest_created_at is None or created_at > self.newest_created_at:
                         self.newest_created_at = created_at
@@ -64,7 +155,6 @@ class _ListWalk:
                         reached_stop = True
                         continue
                 self.notifications += 1
-                event = to_provider_event(notification, source="notify_list")
                 if event.delivery_status is None:
                     self.unmapped[event.raw_status] += 1
                 yield event
@@ -152,10 +242,16 @@ def extract_list(
             sweep_every=sweep_every,
             sweep_window=sweep_window,
         )
-        walk = _ListWalk(client, stop_before)
+        quarantine = Quarantine(now)
+        walk = _ListWalk(client, stop_before, quarantine)
         swept = {SWEEP_STATE: now.isoformat()} if sweep else {}
         inserted = load_provider_events(
-            conn, walk, state=lambda: {**_watermark_state(walk, watermark), **swept}, chunk_rows=chunk_rows
+            conn,
+            walk,
+            state=lambda: {**_watermark_state(walk, watermark), **swept},
+            chunk_rows=chunk_rows,
+            before_commit=quarantine.store,
+            on_refused=quarantine.refused("notify_list"),
         )
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (EXTRACT_LOCK_BASE,))
@@ -170,6 +266,7 @@ def extract_list(
         "watermark": new_watermark,
         "retries": client.retries,
         "unmapped_statuses": _report_unmapped(walk.unmapped),
+        "quarantined": quarantine.report("notify list extract"),
     }
     log.info("notify list extract: %s", result)
     return result
@@ -206,22 +303,34 @@ def lookup_open_events(
     events: list[ProviderEvent] = []
     checked_ids: list[str] = []
     found_flags: list[bool] = []
+    quarantine = Quarantine(now)
     for event_id, provider_reference, client_reference in candidates:
         if provider_reference:
             notification = client.get_notification(provider_reference)
             found = [notification] if notification else []
         else:
             found = client.find_by_reference(client_reference)
-        events.extend(to_provider_event(n, source="notify_lookup") for n in found)
+        for notification in found:
+            try:
+                events.append(to_provider_event(notification, source="notify_lookup"))
+            except Exception as error:  # noqa: BLE001 - whatever one notification raises is its own
+                quarantine.add(notification, error, "notify_lookup")
         checked_ids.append(event_id)
         found_flags.append(bool(found))
-    inserted = load_provider_events(conn, events)
+    inserted = load_provider_events(
+        conn, events, before_commit=quarantine.store, on_refused=quarantine.refused("notify_lookup")
+    )
     with conn.transaction():
         conn.execute(
             read_sql("notify_record_lookups.sql"),
             {"event_ids": checked_ids, "found": found_flags, "checked_at": now},
         )
     _report_unmapped(events)
-    result = {"checked": len(checked_ids), "missing": found_flags.count(False), "inserted": inserted}
+    result = {
+        "checked": len(checked_ids),
+        "missing": found_flags.count(False),
+        "inserted": inserted,
+        "quarantined": quarantine.report("notify id look-ups"),
+    }
     log.info("notify id look-ups: %s", result)
     return result

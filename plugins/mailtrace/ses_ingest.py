@@ -12,8 +12,15 @@ the same fixed order:
 5. only then delete the batch from the queue.
 
 A crash anywhere before step 5 leaves the messages in the queue; they reappear after the
-visibility timeout and the next run stores nothing new and deletes them. Addresses are masked in
-logs.
+visibility timeout and the next run stores nothing new and deletes them.
+
+Each message stands on its own: anything that goes wrong with one message (not JSON, too deeply
+nested, a time in the future, a value the warehouse refuses) sends that message alone to the dead
+letters, with the reason and its raw bytes, and the rest of the batch is stored and deleted. A
+failure that is not one message's fault (the warehouse or S3 unreachable, a permission missing)
+fails the drain after making the batch visible again, so the task's retry finds it instead of an
+empty queue. Addresses are masked in logs and stored reasons; botocore and urllib3 are kept from
+logging the bodies they receive.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from typing import Any
 
 import psycopg
 
-from mailtrace.load import load_provider_events
-from mailtrace.privacy import mask_email
+from mailtrace.events import ProviderEvent
+from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
+from mailtrace.load import is_item_fault, load_provider_events
+from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email
 from mailtrace.providers.ses import UnparseableMessage, parse_sqs_body
 
 log = logging.getLogger(__name__)
@@ -43,10 +52,14 @@ DEFAULT_WAIT_SECONDS = 10
 DEFAULT_VISIBILITY_TIMEOUT = 300
 
 _INSERT_DEAD_LETTER = """
-INSERT INTO mailtrace.ses_dead_letter (message_id, body, error, received_at)
-VALUES (%(message_id)s, %(body)s, %(error)s, %(received_at)s)
+INSERT INTO mailtrace.ses_dead_letter (message_id, body, error, received_at, raw)
+VALUES (%(message_id)s, %(body)s, %(error)s, %(received_at)s, %(raw)s)
 ON CONFLICT (message_id) DO NOTHING
 """
+
+
+class SesStoreError(RuntimeError):
+    """A batch could not be stored for a reason that is not one message's fault."""
 
 
 @dataclass(frozen=True)
@@ -84,51 +97,102 @@ def archive_key(messages: list[QueueMessage]) -> str:
 
 def archive_lines(messages: list[QueueMessage]) -> str:
     """One JSON object per message, the body exactly as received (poison included), for replay."""
+    # ASCII with \u escapes: a lone surrogate in a body survives the trip through UTF-8 and back.
     lines = [
         json.dumps(
             {
                 "sqs_message_id": message.message_id,
                 "first_received_at": message.first_received_at.isoformat(),
                 "body": message.body,
-            },
-            ensure_ascii=False,
+            }
         )
         for message in sorted(messages, key=lambda m: m.message_id)
     ]
     return "\n".join(lines) + "\n"
 
 
-def store_batch(conn: psycopg.Connection, s3_hook: Any, bucket: str, messages: list[QueueMessage]) -> dict:
-    """Archive, dead-letter and load one batch, committing everything; never deletes from the queue."""
-    events = []
-    poison = []
+def _parse(messages: list[QueueMessage]) -> tuple[list[tuple[QueueMessage, list[ProviderEvent]]], list]:
+    parsed, poison = [], []
     for message in messages:
         try:
-            events.extend(parse_sqs_body(message.body))
-        except UnparseableMessage as error:
-            poison.append((message, str(error)))
-            log.warning("SQS message %s is unparseable, dead-lettered: %s", message.message_id, error)
+            parsed.append((message, parse_sqs_body(message.body)))
+        except Exception as error:  # noqa: BLE001 - whatever one message raises, it is that message's
+            reason = str(error) if isinstance(error, UnparseableMessage) else storable_reason(error)
+            poison.append((message, reason))
+    return parsed, poison
 
+
+def _load(
+    conn: psycopg.Connection, parsed: list[tuple[QueueMessage, list[ProviderEvent]]], poison: list
+) -> int:
+    """Load the batch's observations in one go; if the warehouse refuses some values, message by message."""
+    events = [event for _, message_events in parsed for event in message_events]
+    if not events:
+        return 0
+    try:
+        return load_provider_events(conn, events)
+    except Exception as error:
+        if not is_item_fault(conn, error):
+            raise
+        log.warning(
+            "the warehouse refused part of a batch (%s); storing it message by message",
+            storable_reason(error),
+        )
+    inserted = 0
+    for message, message_events in parsed:
+        if not message_events:
+            continue
+        try:
+            inserted += load_provider_events(conn, message_events)
+        except Exception as error:
+            if not is_item_fault(conn, error):
+                raise
+            poison.append((message, f"the warehouse refused it: {storable_reason(error)}"))
+    return inserted
+
+
+def _dead_letter(conn: psycopg.Connection, poison: list) -> int:
+    if not poison:
+        return 0
+    dead_lettered = 0
+    with conn.transaction():
+        with conn.cursor() as cur:
+            for message, reason in poison:
+                cur.execute(
+                    _INSERT_DEAD_LETTER,
+                    {
+                        "message_id": storable_text(message.message_id, max_bytes=INDEXED_FIELD_MAX_BYTES),
+                        "body": storable_text(message.body),
+                        "error": storable_reason(reason),
+                        "received_at": message.first_received_at,
+                        "raw": message.body.encode("utf-8", errors="surrogatepass"),
+                    },
+                )
+                dead_lettered += cur.rowcount
+    return dead_lettered
+
+
+def store_batch(conn: psycopg.Connection, s3_hook: Any, bucket: str, messages: list[QueueMessage]) -> dict:
+    """Archive, load and dead-letter one batch, committing everything; never deletes from the queue.
+
+    Raises only for a failure that is not one message's fault; a poison message is dead-lettered.
+    """
+    parsed, poison = _parse(messages)
     key = archive_key(messages)
     s3_hook.load_string(archive_lines(messages), key=key, bucket_name=bucket, replace=True, encrypt=True)
+    inserted = _load(conn, parsed, poison)
+    dead_lettered = _dead_letter(conn, poison)
+    for message, reason in poison:
+        log.warning(
+            "SQS message %s set aside in mailtrace.ses_dead_letter: %s",
+            message.message_id,
+            storable_reason(reason),
+        )
 
-    dead_lettered = 0
-    if poison:
-        with conn.transaction():
-            with conn.cursor() as cur:
-                for message, error in poison:
-                    cur.execute(
-                        _INSERT_DEAD_LETTER,
-                        {
-                            "message_id": message.message_id,
-                            "body": message.body,
-                            "error": error,
-                            "received_at": message.first_received_at,
-                        },
-                    )
-                    dead_lettered += cur.rowcount
-    inserted = load_provider_events(conn, events) if events else 0
-
+    poisoned = {message.message_id for message, _ in poison}
+    events = [
+        e for message, message_events in parsed if message.message_id not in poisoned for e in message_events
+    ]
     for event in events:
         if event.delivery_status not in ("pending", "delivered"):
             log.info(
@@ -139,7 +203,7 @@ def store_batch(conn: psycopg.Connection, s3_hook: Any, bucket: str, messages: l
             )
     statuses = Counter(str(event.delivery_status) for event in events)
     log.info(
-        "batch %s: %d events %s, %d new, %d dead-lettered",
+        "batch %s: %d events %s, %d new, %d set aside (dead-lettered)",
         key,
         len(events),
         dict(statuses),
@@ -165,6 +229,31 @@ def delete_batch(sqs_client: Any, queue_url: str, messages: list[QueueMessage]) 
     for failure in failed:
         log.warning("could not delete SQS message (entry %s): %s", failure.get("Id"), failure.get("Message"))
     return len(response.get("Successful") or []), len(failed)
+
+
+def release_batch(sqs_client: Any, queue_url: str, messages: list[QueueMessage]) -> int:
+    """Make the batch visible again at once (visibility timeout 0); return how many were released.
+
+    Called when a batch could not be stored, so a retry of the task meets the messages instead of
+    an empty queue. Failing to release is logged, not raised: the messages then come back when
+    their visibility timeout ends.
+    """
+    entries = [
+        {"Id": str(index), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": 0}
+        for index, m in enumerate(messages)
+    ]
+    try:
+        response = sqs_client.change_message_visibility_batch(QueueUrl=queue_url, Entries=entries)
+    except Exception as error:  # noqa: BLE001 - the store failure being raised matters more
+        log.warning("could not make %d SQS messages visible again: %s", len(messages), storable_reason(error))
+        return 0
+    for failure in response.get("Failed") or []:
+        log.warning(
+            "could not make SQS message visible again (entry %s): %s",
+            failure.get("Id"),
+            failure.get("Message"),
+        )
+    return len(response.get("Successful") or [])
 
 
 def _receive(
@@ -215,31 +304,60 @@ def drain_queue(
     totals = Counter(
         batches=0, messages=0, events=0, inserted=0, poison=0, dead_lettered=0, deleted=0, delete_failed=0
     )
-    for _ in range(max_batches):
-        messages = _receive(
-            sqs_client,
-            queue_url,
-            batch_size=batch_size,
-            wait_seconds=wait_seconds,
-            visibility_timeout=visibility_timeout,
-        )
-        if not messages:
-            break
-        stored = store_batch(conn, s3_hook, bucket, messages)
-        deleted, failed = delete_batch(sqs_client, queue_url, messages)
-        totals.update(
-            batches=1,
-            messages=len(messages),
-            events=stored["events"],
-            inserted=stored["inserted"],
-            poison=stored["poison"],
-            dead_lettered=stored["dead_lettered"],
-            deleted=deleted,
-            delete_failed=failed,
-        )
+    with library_bodies_kept_out_of_logs():
+        for _ in range(max_batches):
+            messages = _receive(
+                sqs_client,
+                queue_url,
+                batch_size=batch_size,
+                wait_seconds=wait_seconds,
+                visibility_timeout=visibility_timeout,
+            )
+            if not messages:
+                break
+            stored = _store_or_release(conn, s3_hook, bucket, sqs_client, queue_url, messages)
+            deleted, failed = delete_batch(sqs_client, queue_url, messages)
+            totals.update(
+                batches=1,
+                messages=len(messages),
+                events=stored["events"],
+                inserted=stored["inserted"],
+                poison=stored["poison"],
+                dead_lettered=stored["dead_lettered"],
+                deleted=deleted,
+                delete_failed=failed,
+            )
     summary = dict(totals)
     log.info("SES queue drained: %s", summary)
+    if summary["poison"]:
+        log.warning(
+            "%d of %d SES messages set aside in mailtrace.ses_dead_letter (%d new there)",
+            summary["poison"],
+            summary["messages"],
+            summary["dead_lettered"],
+        )
     return summary
+
+
+def _store_or_release(
+    conn: psycopg.Connection,
+    s3_hook: Any,
+    bucket: str,
+    sqs_client: Any,
+    queue_url: str,
+    messages: list[QueueMessage],
+) -> dict:
+    """`store_batch`, or on failure release the batch for the retry and fail with a masked reason."""
+    try:
+        return store_batch(conn, s3_hook, bucket, messages)
+    except BaseException as error:
+        released = release_batch(sqs_client, queue_url, messages)
+        if not isinstance(error, Exception):
+            raise  # the task is being stopped: stop
+        raise SesStoreError(
+            f"could not store a batch of {len(messages)} SES messages ({storable_reason(error)}); "
+            f"made {released} visible again for the retry"
+        ) from None
 
 
 def replay_archive(
@@ -264,7 +382,7 @@ def replay_archive(
             totals["messages"] += 1
             try:
                 events.extend(parse_sqs_body(json.loads(line)["body"]))
-            except UnparseableMessage:
+            except Exception:  # noqa: BLE001 - like the drain: one bad body never stops the rest
                 totals["unparseable"] += 1
         totals.update(
             objects=1, events=len(events), inserted=load_provider_events(conn, events) if events else 0

@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,6 +20,7 @@ from notifications_python_client.errors import APIError, HTTPError, InvalidRespo
 from notifications_python_client.notifications import NotificationsAPIClient
 
 from mailtrace.events import ProviderEvent
+from mailtrace.intake import PoisonItem, checked_time, storable_event
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,10 @@ class PaginationLoopError(NotifyApiError):
     """`links.next` pointed back at a page already read."""
 
 
+class MalformedNotification(PoisonItem):
+    """One notification Notify returned that cannot become an observation (set aside, never fatal)."""
+
+
 def is_notify_id(value: str) -> bool:
     """Notify names every notification by a UUID."""
     try:
@@ -142,15 +147,58 @@ def _detail(notification: dict[str, Any]) -> str | None:
     return " | ".join(parts) or None
 
 
-def to_provider_event(notification: dict[str, Any], *, source: str = "notify_list") -> ProviderEvent:
-    """Map one Notify v2 notification JSON to the normalised ProviderEvent.
+_TIMESTAMP_FIELDS = ("created_at", "sent_at", "completed_at")
+
+
+def checked_timestamps(
+    notification: dict[str, Any], now: datetime | None = None
+) -> dict[str, datetime | None]:
+    """The notification's timestamps, each None when absent.
+
+    Raises `MalformedNotification` for one that is not an ISO 8601 time, has no time zone, or lies in
+    the future beyond the clock-skew tolerance (`now` defaults to the wall clock: Notify cannot have
+    stamped a notification later than the real present).
+    """
+    now = now or datetime.now(UTC)
+    checked: dict[str, datetime | None] = {}
+    for name in _TIMESTAMP_FIELDS:
+        value = notification.get(name)
+        if value is None or value == "":
+            checked[name] = None
+            continue
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            checked[name] = checked_time(parsed, now, name)
+        except PoisonItem as error:
+            raise MalformedNotification(str(error)) from None
+        except (AttributeError, TypeError, ValueError):
+            raise MalformedNotification(f"{name} is not an ISO 8601 time: {str(value)[:80]!r}") from None
+    return checked
+
+
+def normalised_reference(notification_id: Any) -> str:
+    """Notify's id as stored: trimmed, and lower-cased when it is a UUID (UUIDs ignore case)."""
+    reference = str(notification_id).strip()
+    return reference.lower() if is_notify_id(reference) else reference
+
+
+def to_provider_event(
+    notification: dict[str, Any], *, source: str = "notify_list", now: datetime | None = None
+) -> ProviderEvent:
+    """Map one Notify v2 notification JSON to the normalised, storable ProviderEvent.
 
     Unknown status values map to delivery_status None (kept raw, reported, never guessed). A
     notification without a status is kept as raw status `missing-status` for the same reason.
+    Raises `MalformedNotification` for one that cannot be an observation (no id, a bad timestamp).
     """
+    if not isinstance(notification, dict):
+        raise MalformedNotification(f"Notify returned a {type(notification).__name__}, not a notification")
     notification_id = notification.get("id")
-    if not notification_id:
-        raise NotifyApiError(f"Notify returned a notification without an id: keys {sorted(notification)}")
+    if notification_id is None or not str(notification_id).strip():
+        raise MalformedNotification(
+            f"Notify returned a notification without an id: keys {sorted(notification)}"
+        )
+    timestamps = checked_timestamps(notification, now)
     raw_status = notification.get("status") or "missing-status"
     if raw_status in _PENDING_STATUSES:
         delivery_status = "pending"
@@ -160,27 +208,25 @@ def to_provider_event(notification: dict[str, Any], *, source: str = "notify_lis
     if delivery_status in _DEFAULT_REASONS:
         failure_reason = _failure_reason(delivery_status, notification)
     event_at = (
-        (
-            parse_timestamp(notification.get("completed_at"))
-            if delivery_status not in (None, "pending")
-            else None
-        )
-        or parse_timestamp(notification.get("sent_at"))
-        or parse_timestamp(notification.get("created_at"))
+        (timestamps["completed_at"] if delivery_status not in (None, "pending") else None)
+        or timestamps["sent_at"]
+        or timestamps["created_at"]
     )
     if event_at is None:
-        raise NotifyApiError(f"Notify notification {notification_id} has no timestamp at all")
-    return ProviderEvent(
-        provider=PROVIDER,
-        provider_reference=str(notification_id),
-        recipient_email=(notification.get("email_address") or "").strip().lower(),
-        client_reference=notification.get("reference"),
-        raw_status=raw_status,
-        delivery_status=delivery_status,
-        failure_reason=failure_reason,
-        detail=_detail(notification),
-        event_at=event_at,
-        source=source,
+        raise MalformedNotification("Notify notification has no timestamp at all")
+    return storable_event(
+        ProviderEvent(
+            provider=PROVIDER,
+            provider_reference=normalised_reference(notification_id),
+            recipient_email=(notification.get("email_address") or "").strip().lower(),
+            client_reference=notification.get("reference"),
+            raw_status=raw_status,
+            delivery_status=delivery_status,
+            failure_reason=failure_reason,
+            detail=_detail(notification),
+            event_at=event_at,
+            source=source,
+        )
     )
 
 

@@ -38,16 +38,20 @@ Mapping (SES record -> CONTRACT.md §2), with the choices the SES documentation 
   record stays in the S3 archive). SES/SNS setup notices likewise yield nothing.
 * Any other type, or a bounce type/subtype pair not in the table, is kept with `delivery_status`
   None so it is stored and reported rather than guessed.
+
+Every observation leaves through `mailtrace.intake`: text made storable, and a record timed in the
+future (beyond the clock-skew tolerance) is unparseable like one without a time zone.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from typing import Any
 
 from mailtrace.events import ProviderEvent
+from mailtrace.intake import PoisonItem, checked_time, storable_event
 
 PROVIDER = "ses"
 SOURCE = "ses_sqs"
@@ -71,24 +75,25 @@ _SETUP_NOTIFICATION_TYPE = "AmazonSnsSubscriptionSucceeded"
 _SETUP_MESSAGE_PREFIX = "Successfully validated SNS topic"
 
 
-class UnparseableMessage(ValueError):
+class UnparseableMessage(PoisonItem):
     """A queue message that is not an SES delivery record we can read; the text says why."""
 
 
-def parse_sqs_body(body: str) -> list[ProviderEvent]:
+def parse_sqs_body(body: str, *, now: datetime | None = None) -> list[ProviderEvent]:
     """Every observation in one SQS message body (empty for records that carry none).
 
     Raises `UnparseableMessage` when the body is not JSON, not an SES record, or lacks what an
-    observation needs (message id, recipients, a timezone-aware timestamp).
+    observation needs (message id, recipients, a timezone-aware timestamp not after `now`).
     """
     record = _unwrap(_load_json_object(body, "SQS message body"))
     if record is None:
         return []
-    return parse_ses_record(record)
+    return parse_ses_record(record, now=now)
 
 
-def parse_ses_record(record: dict[str, Any]) -> list[ProviderEvent]:
+def parse_ses_record(record: dict[str, Any], *, now: datetime | None = None) -> list[ProviderEvent]:
     """Observations in one SES record (the JSON SES publishes, without any SNS envelope)."""
+    now = now or datetime.now(UTC)
     record_type = record.get("eventType") or record.get("notificationType")
     if not isinstance(record_type, str) or not record_type:
         raise UnparseableMessage("no eventType or notificationType: not an SES record")
@@ -104,16 +109,18 @@ def parse_ses_record(record: dict[str, Any]) -> list[ProviderEvent]:
     parser = _PARSERS.get(record_type, _parse_unknown)
     observations = parser(record_type, record, mail)
     events = [
-        ProviderEvent(
-            provider=PROVIDER,
-            provider_reference=message_id.strip(),
-            recipient_email=recipient,
-            raw_status=raw_status,
-            delivery_status=delivery_status,
-            failure_reason=failure_reason,
-            detail=detail,
-            event_at=event_at,
-            source=SOURCE,
+        storable_event(
+            ProviderEvent(
+                provider=PROVIDER,
+                provider_reference=message_id.strip(),
+                recipient_email=recipient,
+                raw_status=raw_status,
+                delivery_status=delivery_status,
+                failure_reason=failure_reason,
+                detail=detail,
+                event_at=_checked(event_at, now, record_type),
+                source=SOURCE,
+            )
         )
         for recipient, raw_status, delivery_status, failure_reason, detail, event_at in observations
     ]
@@ -343,6 +350,13 @@ def _timestamp(section: dict[str, Any], what: str) -> datetime:
     if parsed.tzinfo is None:
         raise UnparseableMessage(f"{what} has no time zone: {value!r}")
     return parsed
+
+
+def _checked(event_at: datetime, now: datetime, record_type: str) -> datetime:
+    try:
+        return checked_time(event_at, now, f"{record_type} time")
+    except PoisonItem as error:
+        raise UnparseableMessage(str(error)) from None
 
 
 def _join(*parts: Any) -> str | None:

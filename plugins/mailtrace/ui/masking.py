@@ -7,20 +7,12 @@ masked the same way.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from mailtrace.privacy import mask_email
+from mailtrace.privacy import mask_email, mask_text
 
 ADDRESS_FIELDS = frozenset({"email", "recipient_email"})
 TEXT_FIELDS = frozenset({"detail", "delivery_detail"})
-_ADDRESS_IN_TEXT = re.compile(r"[^\s<>()\[\]\"',;:@]+@[^\s<>()\[\]\"',;:@]+")
-
-
-def mask_text(text: str | None) -> str | None:
-    if text is None:
-        return None
-    return _ADDRESS_IN_TEXT.sub(lambda match: mask_email(match.group(0)), text)
 
 
 def mask(value: Any) -> Any:
