@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def mask_email(address: str | None) -> str:
     """`alice.smith@example.gov` -> `a***@example.gov`; anything unparseable -> `***`."""
@@ -11,3 +13,13 @@ def mask_email(address: str | None) -> str:
     if not local or not domain:
         return "***"
     return f"{local[0]}***@{domain}"
+
+
+# An address as mail servers and providers quote it in their answers ("550 5.1.1 <a.b@example.gov>",
+# "identities failed the check: a.b@example.gov"); \w covers internationalised local parts and domains.
+_ADDRESS_IN_TEXT = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
+
+
+def mask_text(text: object) -> str:
+    """`text` with every email address in it masked (text quoted from servers, exceptions, stored errors)."""
+    return _ADDRESS_IN_TEXT.sub(lambda match: mask_email(match.group(0)), str(text))

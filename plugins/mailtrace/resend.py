@@ -55,6 +55,7 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 import psycopg
+from airflow.sdk.exceptions import AirflowFailException
 from psycopg.rows import dict_row
 
 from mailtrace.id_list import (
@@ -70,7 +71,7 @@ from mailtrace.id_list import (
     to_csv,
 )
 from mailtrace.paths import TEMPLATES_DIR
-from mailtrace.privacy import mask_email
+from mailtrace.privacy import mask_email, mask_text
 from mailtrace.providers.gc_notify import (
     PROVIDER,
     AmbiguousSendError,
@@ -92,11 +93,15 @@ ID_LABELS = {
     "en": {"registration": "registration", "application": "application", "tax_return": "tax return"},
     "fr": {"registration": "inscription", "application": "demande", "tax_return": "déclaration de revenus"},
 }
-INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Anchored at both ends without `$` (which also matches before a final newline, so "INC-1\n" passed) and
+# without \A/\Z (the trigger form's JavaScript regexes lack them): the lookahead means "nothing follows".
+INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])"
 # GC Notify allows 1,000 requests a minute per API key; stay under it by default.
 DEFAULT_RATE_PER_MINUTE = 900
 MAX_CHUNK_SIZE = 1000
 OUTCOME_PREFIX = "resend-outcomes"
+# Where ops upload ID lists by default (see `ids_prefix`).
+REQUESTS_PREFIX = "resend-requests"
 OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
 PACER_NAME = PROVIDER
 PROVIDERS = (PROVIDER, SES_PROVIDER)
@@ -120,6 +125,14 @@ _SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 
 class ResendError(RuntimeError):
     """The run cannot go on; the message says why and what to do."""
+
+
+class ResendInputError(AirflowFailException, ResendError, ValueError):
+    """A parameter, the uploaded list or a setting is wrong: the task fails at once, without retries.
+
+    A retry would read the same input and fail the same way, only later, while (one run at a time) the
+    corrected run waits behind it. The message says what to fix.
+    """
 
 
 # ------------------------------------------------------------------------------------------ params
@@ -147,6 +160,9 @@ class ResendParams:
         for name in ("ids_s3_uri", "inline_ids"):
             if isinstance(known.get(name), str) and not known[name].strip():
                 known[name] = None
+        missing = [name for name in ("incident_id", "id_type") if name not in known]
+        if missing:
+            raise ResendInputError(f"invalid resend parameters: {', '.join(missing)} missing")
         params = cls(**known)
         params.check(id_patterns())
         return params
@@ -179,7 +195,7 @@ class ResendParams:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false")
         if problems:
-            raise ValueError("invalid resend parameters: " + "; ".join(problems))
+            raise ResendInputError("invalid resend parameters: " + "; ".join(problems))
 
     @property
     def notification_type(self) -> str:
@@ -190,7 +206,7 @@ def id_patterns() -> dict[str, str]:
     """ID regex per id_type: the defaults, overridden by Variable `mailtrace_resend_id_patterns`."""
     overrides = get_setting("resend_id_patterns", {})
     if not isinstance(overrides, dict):
-        raise ValueError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
+        raise ResendInputError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
     return {**DEFAULT_ID_PATTERNS, **overrides}
 
 
@@ -304,11 +320,42 @@ class Decision:
         ]
 
 
+def ids_prefix() -> str:
+    """Where uploaded ID lists may be read from: Variable `mailtrace_resend_ids_prefix` (an s3:// prefix),
+    by default `s3://<mailtrace_report_bucket>/resend-requests/`.
+
+    The AWS connection can read much more than ID lists (reports, the SES archive): a list read from
+    anywhere else would be taken for IDs, e.g. a failed-notification report's registration_number column.
+    """
+    value = str(get_setting("resend_ids_prefix", "") or "").strip()
+    if not value:
+        value = f"s3://{get_setting('report_bucket')}/{REQUESTS_PREFIX}/"
+    bucket, _, key_prefix = value.removeprefix("s3://").partition("/")
+    if not value.startswith("s3://") or not bucket:
+        raise ResendInputError(
+            f"Variable mailtrace_resend_ids_prefix must be an s3://bucket/prefix/ URI (got {value[:80]!r})"
+        )
+    # A prefix ends at a folder boundary: "resend-requests" must not let "resend-requests-old/" in.
+    return f"s3://{bucket}/{key_prefix.rstrip('/')}/" if key_prefix.strip("/") else f"s3://{bucket}/"
+
+
+def check_ids_uri(uri: str) -> None:
+    """Refuse an `ids_s3_uri` outside the allowed prefix, naming the prefix to upload under."""
+    allowed = ids_prefix()
+    key = uri.removeprefix("s3://").partition("/")[2]
+    if not uri.startswith(allowed) or any(part in (".", "..") for part in key.split("/")):
+        raise ResendInputError(
+            f"ids_s3_uri must be under {allowed} (got {uri[:200]!r}); upload the list to "
+            f"{allowed}<incident_id>/<file>.csv"
+        )
+
+
 def read_id_rows(params: ResendParams) -> list[IdRow]:
     max_bytes = int(get_setting("resend_max_list_bytes", DEFAULT_MAX_BYTES))
     max_rows = int(get_setting("resend_max_list_rows", DEFAULT_MAX_ROWS))
     if params.inline_ids is not None:
         return parse_inline_ids(str(params.inline_ids), max_bytes=max_bytes, max_rows=max_rows)
+    check_ids_uri(params.ids_s3_uri)
     data = read_s3_object(params.ids_s3_uri, max_bytes=max_bytes)
     return parse_id_list(decode_id_list(data, max_bytes=max_bytes), id_type=params.id_type, max_rows=max_rows)
 
@@ -333,7 +380,9 @@ def validate_rows(
     first_line: dict[str, int] = {}
     for decision in decisions:
         subject_id = decision.row.subject_id
-        if len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
+        if decision.row.problem:
+            decision.settle("reject", *decision.row.problem)
+        elif len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
             decision.settle("reject", "malformed_id", f"does not match {pattern}")
         elif subject_id in first_line:
             decision.settle("skip", "duplicate", f"same ID as line {first_line[subject_id]}")
@@ -397,7 +446,9 @@ def load_allow_list() -> frozenset[str] | None:
     elif isinstance(value, list):
         entries = value
     else:
-        raise ValueError("Variable mailtrace_resend_allow_list must be a JSON list, a string or an s3:// URI")
+        raise ResendInputError(
+            "Variable mailtrace_resend_allow_list must be a JSON list, a string or an s3:// URI"
+        )
     return frozenset(str(entry).strip().lower() for entry in entries if str(entry).strip())
 
 
@@ -540,18 +591,27 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
     provider = resend_provider()
     if not params.dry_run:
         check_provider_settings(provider)  # fail before claiming anything if sending cannot work
-    rows = read_id_rows(params)
+    try:
+        rows = read_id_rows(params)
+    except IdListError as error:
+        raise ResendInputError(str(error)) from None
     allow_list = load_allow_list()
     with connect() as conn:
         decisions = validate_rows(conn, rows, subject_type=params.id_type, pattern=patterns[params.id_type])
         apply_allow_list(decisions, allow_list)
         if not any(d.pending for d in decisions):
             _finish_plan(conn, params, run_id, decisions, claims=[])
-            raise ResendError(_nothing_valid_message(decisions))
+            raise ResendInputError(_nothing_valid_message(decisions))
         sample = next(d for d in decisions if d.pending)
-        render_email(
-            params.template, params.language, subject_type=params.id_type, subject_id=sample.row.subject_id
-        )
+        try:
+            render_email(
+                params.template,
+                params.language,
+                subject_type=params.id_type,
+                subject_id=sample.row.subject_id,
+            )
+        except (ValueError, LookupError) as error:  # a missing or broken template: fix it, then trigger
+            raise ResendInputError(f"cannot render the {params.template} email: {error}") from None
 
         pending_ids = [d.row.subject_id for d in decisions if d.pending]
         existing = _existing_ledger_rows(conn, params, pending_ids)
@@ -561,7 +621,7 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
                 claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
             conn.rollback()
             _finish_plan(conn, params, run_id, decisions, claims=[])
-            raise ResendError(
+            raise ResendInputError(
                 f"{len(claims)} recipients would receive mail, more than "
                 f"max_recipients={params.max_recipients}; "
                 "nothing was sent. Check the list, or raise max_recipients deliberately."
@@ -594,6 +654,7 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
     content = to_csv(OUTCOME_HEADER, [d.csv_row() for d in decisions])
     outcome_uri = write_outcome_csv(params.incident_id, run_id, content)
     counts = Counter(d.decision for d in decisions)
+    set_aside = sum(1 for d in decisions if d.row.problem)
     chunks = len({claim.chunk_index for claim in claims}) if not params.dry_run else 0
     conn.execute(
         """INSERT INTO mailtrace.resend_run
@@ -621,13 +682,15 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
     )
     conn.commit()
     log.info(
-        "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected%s; outcome %s",
+        "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected (%d unreadable rows set aside)%s; "
+        "outcome %s",
         params.incident_id,
         run_id,
         len(decisions),
         len(claims),
         counts["skip"],
         counts["reject"],
+        set_aside,
         " (dry run)" if params.dry_run else "",
         outcome_uri,
     )
@@ -640,7 +703,7 @@ def resend_provider() -> str:
     """The provider new resends go through: Variable `mailtrace_resend_provider`, gc_notify or ses."""
     value = str(get_setting("resend_provider", PROVIDER)).strip().lower()
     if value not in PROVIDERS:
-        raise ResendError(
+        raise ResendInputError(
             f"Variable mailtrace_resend_provider must be one of {list(PROVIDERS)} (got {value!r})"
         )
     return value
@@ -658,7 +721,9 @@ def notify_template_id() -> str:
     """The generic Notify template (placeholders ((subject)) and ((body))) every resend uses."""
     value = str(get_setting("notify_template_id", "")).strip()
     if not value:
-        raise ResendError("set Variable mailtrace_notify_template_id to the generic Notify template's id")
+        raise ResendInputError(
+            "set Variable mailtrace_notify_template_id to the generic Notify template's id"
+        )
     return value
 
 
@@ -666,9 +731,11 @@ def ses_sender() -> str:
     """The From of SES resends (Variable `mailtrace_ses_sender`): a verified address, or `Name <address>`."""
     value = str(get_setting("ses_sender", "")).strip()
     if not value:
-        raise ResendError("set Variable mailtrace_ses_sender to the SES-verified address resends come from")
+        raise ResendInputError(
+            "set Variable mailtrace_ses_sender to the SES-verified address resends come from"
+        )
     if _SUBJECT_FORBIDDEN.search(value) or address_problem(parseaddr(value)[1]):
-        raise ResendError(
+        raise ResendInputError(
             "Variable mailtrace_ses_sender must be one email address, optionally 'Name <address>'"
         )
     return value
@@ -683,7 +750,7 @@ def settle_seconds() -> float:
     except (TypeError, ValueError):
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise ResendError(
+        raise ResendInputError(
             f"Variable mailtrace_resend_settle_seconds must be a number of seconds >= 0 (got {value!r})"
         )
     return seconds
@@ -969,7 +1036,9 @@ def _send_one_notify(
     try:
         response = client.send_email(row.recipient_email, senders.template_id, personalisation, row.reference)
     except AmbiguousSendError as error:
-        log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
+        log.warning(
+            "ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), mask_text(error)
+        )
         _note_error(conn, row, f"ambiguous answer: {error}")
         # Never a second POST in this attempt: unless the email is found, the row stays claimed with its
         # call open, and a later attempt sends only if the reference is still unknown after the settle delay.
@@ -1065,29 +1134,36 @@ def _start_attempt(conn, row: _LedgerRow) -> None:
     )
 
 
+def _stored_error(message: object) -> str:
+    """An error as it may be logged and stored: providers quote addresses in their answers."""
+    return mask_text(message)[:2000]
+
+
 def _close_attempt(conn, row: _LedgerRow, message: str) -> None:
     """The call was certainly not accepted (rate-limited, no connection): sending again is safe."""
     conn.execute(
         """UPDATE mailtrace.resend_request SET attempt_open = false, error = %s, updated_at = now()
            WHERE reference = %s""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
 def _note_error(conn, row: _LedgerRow, message: str) -> None:
     conn.execute(
         "UPDATE mailtrace.resend_request SET error = %s, updated_at = now() WHERE reference = %s",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
 def _mark_failed(conn, row: _LedgerRow, message: str) -> None:
-    log.warning("the provider refused the email to %s: %s", mask_email(row.recipient_email), message)
+    log.warning(
+        "the provider refused the email to %s: %s", mask_email(row.recipient_email), _stored_error(message)
+    )
     conn.execute(
         """UPDATE mailtrace.resend_request
            SET status = 'failed', attempt_open = false, error = %s, updated_at = now()
            WHERE reference = %s AND status = 'claimed'""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
@@ -1095,13 +1171,13 @@ def _mark_unknown(conn, row: _LedgerRow, message: str) -> None:
     log.error(
         "email to %s may or may not have been sent (%s); it needs a human: %s",
         mask_email(row.recipient_email),
-        message,
+        _stored_error(message),
         UNKNOWN_DETAIL,
     )
     conn.execute(
         """UPDATE mailtrace.resend_request SET status = 'unknown', error = %s, updated_at = now()
            WHERE reference = %s AND status = 'claimed'""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
