@@ -6,6 +6,7 @@ whatever is re-triggered, retried, killed or answered ambiguously.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -575,13 +576,63 @@ def test_persistent_ambiguity_leaves_row_claimed_and_fails_the_chunk(env, monkey
     assert env.posted() == {"delivered+1@example.gov": 1}
 
 
-def test_permanent_refusal_marks_row_failed_and_other_rows_still_go(env, monkeypatch):
+def test_refusal_of_one_email_is_a_row_outcome_and_the_others_still_go(env):
+    env.contacts(addresses(2))
+    env.sim.add_fault("status", status=400, count=1, path_prefix="/v2/notifications/email")
+    summary = env.run(env.params(list(addresses(2))), run_id="run-1")
+    assert summary == {"sent": 1, "failed": 1, "claimed": 0}
+    assert sum(env.posted().values()) == 1
+
+
+def test_every_email_refused_one_by_one_fails_the_run_saying_why(env):
+    env.contacts(addresses(2))
+    env.sim.add_fault("status", status=400, count=2, path_prefix="/v2/notifications/email")
+    with pytest.raises(
+        resend.ResendRefused, match=r"every email of the run was refused \(2 failed, none sent\)"
+    ):
+        env.run(env.params(list(addresses(2))), run_id="run-1")
+    (failed,) = env.conn.execute(
+        "SELECT failed FROM mailtrace.resend_run WHERE dag_run_id = 'run-1'"
+    ).fetchone()
+    assert failed == 2
+
+
+def _systemic(env, params, run_id, client=None):
+    """Plan and send the first chunk, which must stop at the first refusal; returns the error."""
+    plan_resend(params, run_id=run_id)
+    with pytest.raises(resend.SystemicRefusal) as raised:
+        send_chunk(params, run_id=run_id, chunk_index=0, client=client)
+    return str(raised.value)
+
+
+def test_revoked_notify_key_fails_the_chunk_at_once_then_sends_once_fixed(env):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    env.contacts(addresses(3))
+    params = env.params(list(addresses(3)))
+    revoked = NotifyClient(
+        f"mailtrace_sim-{env.sim.service_id}-{uuid.uuid4()}", env.sim.base_url, backoff_base=0.01
+    )
+    requests_before = env.sim.stats()["requests"]
+    message = _systemic(env, params, "run-1", client=revoked)
+    assert "Notify refused the API key (revoked or wrong" in message
+    assert env.sim.stats()["requests"] - requests_before == 1  # one refusal, not one per email
+    assert issubclass(resend.SystemicRefusal, AirflowFailException)  # no retry would help
+    assert [status for _, _, status, _ in env.ledger()] == ["claimed"] * 3
+    # Key fixed, the failed task cleared: every email goes, once.
+    send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+    assert summarize_run(params, run_id="run-1") == {"sent": 3, "failed": 0, "claimed": 0}
+    assert env.posted() == Counter(addresses(3).values())
+
+
+def test_unknown_notify_template_fails_the_chunk_saying_so(env, monkeypatch):
     env.contacts(addresses(2))
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_NOTIFY_TEMPLATE_ID", "not-a-uuid")  # Notify answers 400
-    summary = env.run(env.params(list(addresses(2))), run_id="run-1")
-    assert summary == {"sent": 0, "failed": 2, "claimed": 0}
-    errors = env.conn.execute("SELECT DISTINCT error FROM mailtrace.resend_request").fetchall()
-    assert "template_id is not a valid UUID" in errors[0][0]
+    message = _systemic(env, env.params(list(addresses(2))), "run-1", client=env.client())
+    assert "Notify does not know the template (Variable mailtrace_notify_template_id)" in message
+    assert env.sim.sent_requests() == []
+    errors = env.conn.execute("SELECT DISTINCT error FROM mailtrace.resend_request WHERE error IS NOT NULL")
+    assert ["template_id is not a valid UUID" in error for (error,) in errors] == [True]
 
 
 def test_429s_are_retried_without_duplicates(env):
@@ -802,18 +853,68 @@ def test_ses_row_left_open_by_a_killed_run_is_not_taken_over_by_a_retrigger(env,
     assert ses.sent_to() == {"delivered+1@example.gov": 1}
 
 
-def test_ses_refusal_is_failed_not_unknown_and_a_retrigger_sends(env, ses, aws, monkeypatch):
-    env.contacts(addresses(1))
+def test_unverified_ses_sender_fails_the_chunk_saying_so_and_a_retrigger_sends(env, ses, aws, monkeypatch):
+    env.contacts(addresses(2))
     unverified = f"nobody-{uuid.uuid4().hex[:8]}@example.gov"
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", unverified)
-    assert env.run(env.params(list(addresses(1))), run_id="run-1") == {"sent": 0, "failed": 1, "claimed": 0}
-    error = env.conn.execute("SELECT error FROM mailtrace.resend_request").fetchone()[0]
-    assert "MessageRejected" in error
+    message = _systemic(env, env.params(list(addresses(2))), "run-1")
+    assert "the SES sender is not verified (Variable mailtrace_ses_sender)" in message
+    assert unverified not in message
+    error = env.conn.execute("SELECT error FROM mailtrace.resend_request WHERE attempts = 1").fetchone()[0]
+    assert "MessageRejected" in error and unverified not in error
 
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", ses.sender)
-    env.run(env.params(list(addresses(1))), run_id="run-2")  # SES said no for sure: sending again is safe
-    assert ses.sent_to() == {"delivered+1@example.gov": 1}
-    assert env.ledger() == [("STR-000001", 0, "sent", 2)]
+    env.run(env.params(list(addresses(2))), run_id="run-2")  # SES said no for sure: sending again is safe
+    assert ses.sent_to() == Counter(addresses(2).values())
+    assert [status for _, _, status, _ in env.ledger()] == ["sent", "sent"]
+
+
+class _SandboxSes(BaseHTTPRequestHandler):
+    """An SES endpoint in the sandbox: it refuses every recipient that is not verified, naming it."""
+
+    def do_POST(self):  # noqa: N802 - http.server's hook name
+        from urllib.parse import parse_qs
+
+        form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+        raw = base64.b64decode(form["RawMessage.Data"][0]).decode()
+        recipient = message_from_string(raw)["To"]
+        body = (
+            '<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error><Type>Sender</Type>'
+            "<Code>MessageRejected</Code><Message>Email address is not verified. The following identities "
+            f"failed the check in region CA-CENTRAL-1: {recipient}</Message></Error>"
+            "<RequestId>x</RequestId></ErrorResponse>"
+        ).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ses_sandbox_fails_the_chunk_saying_so_and_logs_no_address(env, ses, monkeypatch, caplog):
+    env.contacts(addresses(2))
+    params = env.params(list(addresses(2)))
+    plan_resend(params, run_id="run-1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SandboxSes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sandbox = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    sandbox["extra"]["endpoint_url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(sandbox))
+    try:
+        with caplog.at_level("DEBUG"), pytest.raises(resend.SystemicRefusal) as raised:
+            send_chunk(params, run_id="run-1", chunk_index=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "SES is in the sandbox" in str(raised.value)
+    stored = [error for (error,) in env.conn.execute("SELECT error FROM mailtrace.resend_request")]
+    assert any("d***@example.gov" in (error or "") for error in stored)
+    everything = caplog.text + str(raised.value) + " ".join(error or "" for error in stored)
+    for address in addresses(2).values():
+        assert address not in everything
 
 
 class _FailingSes(BaseHTTPRequestHandler):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 
@@ -23,3 +24,19 @@ _ADDRESS_IN_TEXT = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)*")
 def mask_text(text: object) -> str:
     """`text` with every email address in it masked (text quoted from servers, exceptions, stored errors)."""
     return _ADDRESS_IN_TEXT.sub(lambda match: mask_email(match.group(0)), str(text))
+
+
+class MaskAddresses(logging.Filter):
+    """Masks the addresses in every record of the logger it is added to (a library's DEBUG output)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask_text(record.getMessage()), None
+        return True
+
+
+def mask_library_logs(*logger_names: str) -> None:
+    """Add MaskAddresses to these loggers (once each): libraries that log whole requests or answers."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, MaskAddresses) for existing in logger.filters):
+            logger.addFilter(MaskAddresses())

@@ -71,7 +71,7 @@ from mailtrace.id_list import (
     to_csv,
 )
 from mailtrace.paths import TEMPLATES_DIR
-from mailtrace.privacy import mask_email, mask_text
+from mailtrace.privacy import mask_email, mask_library_logs, mask_text
 from mailtrace.providers.gc_notify import (
     PROVIDER,
     AmbiguousSendError,
@@ -125,6 +125,19 @@ _SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 
 class ResendError(RuntimeError):
     """The run cannot go on; the message says why and what to do."""
+
+
+class SystemicRefusal(AirflowFailException, ResendError):
+    """The provider refused the resend as a whole (key revoked, template unknown, sender not verified,
+    sandbox): every other email would be refused the same way, and so would a retry.
+
+    The chunk stops at the first such answer and fails without retries; its rows stay claimed, so once
+    the cause is fixed, clearing the failed tasks (or triggering again) sends them.
+    """
+
+
+class ResendRefused(AirflowFailException, ResendError):
+    """Every email of the run was refused one by one: nothing was sent, and a retry would change nothing."""
 
 
 class ResendInputError(AirflowFailException, ResendError, ValueError):
@@ -824,6 +837,8 @@ class SesSender:
             from airflow.providers.amazon.aws.hooks.ses import SesHook
             from botocore.config import Config
 
+            # botocore logs SES's answers whole at DEBUG, and a refusal names the addresses.
+            mask_library_logs("botocore.parsers", "botocore.endpoint")
             no_retries = SesHook(aws_conn_id=AWS_CONN_ID).config.merge(
                 Config(retries={"total_max_attempts": 1, "mode": "standard"})
             )
@@ -887,6 +902,55 @@ def _describe_ses_error(error: Exception) -> str:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return f"SES answered {status} {response['Error'].get('Code')}: {response['Error'].get('Message')}"
     return f"{type(error).__name__}: {error}"[:300]
+
+
+# SES error codes that refuse every email of the account or configuration, not one address.
+_SES_SYSTEMIC_CODES = {
+    "AccountSendingPausedException": "SES sending is paused for the account",
+    "ConfigurationSetDoesNotExist": "the SES configuration set (Variable mailtrace_ses_configuration_set) "
+    "does not exist",
+    "ConfigurationSetSendingPausedException": "SES sending is paused for the configuration set",
+    "MailFromDomainNotVerifiedException": "the SES MAIL FROM domain is not verified",
+}
+
+
+def notify_systemic_refusal(error: NotifyApiError) -> str | None:
+    """What a Notify refusal says about every email of the resend, or None when it is about this one.
+
+    403 is the API key (revoked, wrong, or from another service); a 400 naming the template is the
+    template id; trial mode or a team key allows only the service's team as recipients.
+    """
+    status = getattr(error.__cause__, "status_code", None)
+    text = str(error).lower()
+    if status in (401, 403):
+        return "Notify refused the API key (revoked or wrong: connection notify_api)"
+    if status == 400 and "template" in text:
+        return "Notify does not know the template (Variable mailtrace_notify_template_id)"
+    if status == 400 and ("trial mode" in text or "team-only" in text or "team only" in text):
+        return "the Notify service is in trial mode or the key is a team key: only team members can receive"
+    return None
+
+
+def ses_systemic_refusal(error: Exception, sender: str) -> str | None:
+    """What an SES refusal says about every email of the resend, or None when it is about this one."""
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code", "")
+    message = str(response.get("Error", {}).get("Message", "")).lower()
+    if code in _SES_SYSTEMIC_CODES:
+        return _SES_SYSTEMIC_CODES[code]
+    if code != "MessageRejected":
+        return None
+    # "Email address is not verified. The following identities failed the check …: <sender>", or
+    # "Did not have authority to send from email <sender>": the sender is refused for every email.
+    sender_address = parseaddr(sender)[1].lower()
+    if sender_address and sender_address in message:
+        return "the SES sender is not verified (Variable mailtrace_ses_sender)"
+    if "not verified" in message:
+        return (
+            "SES is in the sandbox: it sends only to verified addresses (request production access, "
+            "or verify the recipients)"
+        )
+    return None
 
 
 @dataclass
@@ -1050,6 +1114,10 @@ def _send_one_notify(
         if _is_rate_limited(error):
             _close_attempt(conn, row, str(error))  # a 429 is a certain refusal
             return "deferred"
+        cause = notify_systemic_refusal(error)
+        if cause:
+            _close_attempt(conn, row, f"{cause}: {error}")  # refused, so certainly not sent
+            raise SystemicRefusal(f"{cause} ({_stored_error(error)})") from None
         _mark_failed(conn, row, str(error))
         return "failed"
     _record_sent(conn, row, response)
@@ -1086,6 +1154,10 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
                     continue
                 return "deferred"
             if kind == "refused":
+                cause = ses_systemic_refusal(error, ses.sender)
+                if cause:
+                    _close_attempt(conn, row, f"{cause}: {description}")
+                    raise SystemicRefusal(f"{cause} ({_stored_error(description)})") from None
                 _mark_failed(conn, row, description)
                 return "failed"
             _mark_unknown(conn, row, f"ambiguous SES answer: {description}")
@@ -1272,6 +1344,11 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
             f"{summary['claimed']} emails are still unresolved; clear the failed send_chunk tasks or "
             "trigger the same list again (already-sent IDs are skipped, unresolved ones looked up first)."
         )
+    if summary["failed"] and not summary["sent"] and not summary["claimed"] and not unknown_ids:
+        raise ResendRefused(
+            f"every email of the run was refused ({summary['failed']} failed, none sent): "
+            f"{_refusal_reasons(run_id)}. Fix the cause, then trigger again: refused IDs are sent again."
+        )
     if unknown_ids:
         shown = ", ".join(unknown_ids[:20]) + (", …" if len(unknown_ids) > 20 else "")
         problems.append(
@@ -1281,6 +1358,17 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
     if problems:
         raise ResendError(" ".join(problems))
     return summary
+
+
+def _refusal_reasons(run_id: str, shown: int = 3) -> str:
+    """The run's most common refusals, with counts (errors are stored masked)."""
+    with connect() as conn:
+        rows = conn.execute(
+            """SELECT coalesce(error, 'no reason recorded'), count(*) FROM mailtrace.resend_request
+               WHERE dag_run_id = %s AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s""",
+            (run_id, shown),
+        ).fetchall()
+    return "; ".join(f"{count} × {error[:300]}" for error, count in rows)
 
 
 def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subject_ids: set[str]) -> None:
