@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+import tests.test_mailer as mailer_tests
 from mailtrace import report
 from mailtrace.mailer import RecipientsRefused
 from mailtrace.report import (
@@ -1078,3 +1079,27 @@ def test_first_deployment_emails_only_the_latest_week_and_builds_the_earlier_one
         "Failed notifications 2026-W08: no failures",
     ]
     assert "This report is late" in smtp_server.messages[2].get_body(("plain",)).get_content()
+
+
+# The SMTP server of tests/test_mailer.py that quotes refused addresses word for word.
+quoting_smtp = mailer_tests.quoting_smtp
+
+
+def test_examiners_all_refused_leave_the_report_owed_with_the_server_text_masked(
+    warehouse_conn, s3_bucket, aws, examiners, quoting_smtp, caplog
+):
+    insert_event(warehouse_conn, "a1", local(2026, 1, 6, 9, 0))
+    built = build_report(WEEK, bucket=s3_bucket)
+    quoting_smtp(set(examiners))
+
+    with caplog.at_level("DEBUG"), pytest.raises(RecipientsRefused) as refused:
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    owed, sent_at, error = warehouse_conn.execute(
+        "SELECT email_owed, sent_at, email_error FROM mailtrace.report_manifest WHERE s3_key = %s",
+        (WEEK.s3_key,),
+    ).fetchone()
+    assert (owed, sent_at) == (True, None)  # nobody has it: it stays owed
+    assert "550 5.1.1 <e***@example.gov>" in error
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name != "mail.log")
+    for address in examiners:
+        assert address not in error + logged + str(refused.value)
