@@ -88,7 +88,7 @@ FLAGGED_LISTED_MAX = 200
 # Serialises manifest upserts, so two builds never compute overlapping "newly flagged" windows.
 MANIFEST_LOCK = 7_301_004
 
-_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+_ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 
 
 class ReportPeriodError(ValueError):
@@ -597,7 +597,7 @@ def examiner_recipients() -> list[str]:
         raise ValueError(
             "Variable mailtrace_examiner_emails lists no addresses; nobody to send the report to"
         )
-    bad = [address for address in recipients if not _ADDRESS.match(address)]
+    bad = [address for address in recipients if not _ADDRESS.fullmatch(address)]
     if bad:
         raise ValueError(
             "Variable mailtrace_examiner_emails has malformed addresses: " + ", ".join(map(mask_email, bad))
