@@ -619,6 +619,9 @@ def test_revoked_notify_key_fails_the_chunk_at_once_then_sends_once_fixed(env):
     assert env.sim.stats()["requests"] - requests_before == 1  # one refusal, not one per email
     assert issubclass(resend.SystemicRefusal, AirflowFailException)  # no retry would help
     assert [status for _, _, status, _ in env.ledger()] == ["claimed"] * 3
+    # Cleared before the key is fixed: the look-up of the attempted row is refused the same way, at once.
+    with pytest.raises(resend.SystemicRefusal, match="API key"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=revoked)
     # Key fixed, the failed task cleared: every email goes, once.
     send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
     assert summarize_run(params, run_id="run-1") == {"sent": 3, "failed": 0, "claimed": 0}

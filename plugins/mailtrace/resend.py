@@ -606,9 +606,9 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         check_provider_settings(provider)  # fail before claiming anything if sending cannot work
     try:
         rows = read_id_rows(params)
+        allow_list = load_allow_list()
     except IdListError as error:
         raise ResendInputError(str(error)) from None
-    allow_list = load_allow_list()
     with connect() as conn:
         decisions = validate_rows(conn, rows, subject_type=params.id_type, pattern=patterns[params.id_type])
         apply_allow_list(decisions, allow_list)
@@ -1176,6 +1176,9 @@ def _recover_if_sent(
         found = _find_sent(client, pacer, row.reference)
     except NotifyApiError as error:
         _note_error(conn, row, f"{failure_note}: {error}")
+        cause = notify_systemic_refusal(error)
+        if cause:  # e.g. the key was revoked since the earlier attempt: no retry would get an answer
+            raise SystemicRefusal(f"{cause} ({_stored_error(error)})") from None
         return "deferred"
     if found is None:
         return None
