@@ -18,8 +18,9 @@ saying what to fix.
   resend (Notify key revoked, template unknown; SES sender not verified, sandbox) fails it at once,
   without retries, saying why; fix the cause and clear it.
 * **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
-  `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or re-triggering) is safe: Notify rows are looked
-  up before sending (and after an ambiguous answer only re-sent once the settle delay has passed).
+  `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or
+  re-triggering) is safe: Notify rows are looked up before sending (and after an ambiguous answer only
+  re-sent once the settle delay has passed).
   An SES email whose send call may have gone through unrecorded is marked `unknown` and never re-sent
   on its own: check it, then trigger the ID with `force_resend` if it should be sent.
 
