@@ -2,18 +2,25 @@
 ### mailtrace_resend — tell an uploaded list of people, once each, that an incident is resolved
 
 Triggered by hand after a production fix. Upload the IDs of the people affected (CSV, one column, header
-optional) to S3, or paste them into `inline_ids`, then trigger with `dry_run` on and read the outcome
-CSV at `s3://<report bucket>/resend-outcomes/<incident_id>/<run_id>.csv`: every input row with its
-decision (`send`, `would_send`, `skip`, `reject`) and reason. Trigger again with `dry_run` off to send.
+optional) to `s3://<report bucket>/resend-requests/<incident_id>/` (the only place lists are read from,
+Variable `mailtrace_resend_ids_prefix`), or paste them into `inline_ids`, then trigger with `dry_run` on
+and read the outcome CSV at `s3://<report bucket>/resend-outcomes/<incident_id>/<run_id>.csv`: every
+input row with its decision (`send`, `would_send`, `skip`, `reject`) and reason (a row that cannot be read,
+e.g. not UTF-8 or a control character, is set aside as `reject` with its reason; the rest go on). Trigger
+again with `dry_run` off to send. A bad parameter or list fails `validate_and_plan` at once, without retries,
+saying what to fix.
 
 * **validate_and_plan** reads and validates the list, writes the outcome CSV, claims the rows to send in
   `mailtrace.resend_request` and returns the chunks.
 * **send_chunk** (one mapped task per chunk) sends through GC Notify, or SES when Variable
   `mailtrace_resend_provider` is `ses`, at `rate_per_minute` overall and records each email in
-  `mailtrace.notification_event`, so delivery is tracked like any notification.
+  `mailtrace.notification_event`, so delivery is tracked like any notification. A refusal of the whole
+  resend (Notify key revoked, template unknown; SES sender not verified, sandbox) fails it at once,
+  without retries, saying why; fix the cause and clear it.
 * **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
-  `unknown`. A failed chunk fails the run; clearing it (or re-triggering) is safe: Notify rows are looked
-  up before sending (and after an ambiguous answer only re-sent once the settle delay has passed).
+  `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or
+  re-triggering) is safe: Notify rows are looked up before sending (and after an ambiguous answer only
+  re-sent once the settle delay has passed).
   An SES email whose send call may have gone through unrecorded is marked `unknown` and never re-sent
   on its own: check it, then trigger the ID with `force_resend` if it should be sent.
 
@@ -60,16 +67,18 @@ def _run_id() -> str:
     params={
         "incident_id": Param(
             type="string",
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+            # Anchored at both ends: `$` alone would accept "INC-1\n" (see mailtrace.resend).
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])",
             title="Incident ID",
             description="The incident this resend is about, e.g. INC-2026-014 (one email per ID).",
         ),
         "ids_s3_uri": Param(
             None,
             type=["null", "string"],
-            pattern=r"^s3://[^/]+/.+",
+            pattern=r"^s3://[^/\s]+/[^\r\n]+(?![\s\S])",
             title="ID list (S3 URI)",
-            description="s3://bucket/key of the uploaded CSV (UTF-8, one ID column, header optional).",
+            description="s3:// URI of the uploaded CSV (UTF-8, one ID column, header optional), under "
+            "s3://<report bucket>/resend-requests/<incident_id>/ (Variable mailtrace_resend_ids_prefix).",
         ),
         "inline_ids": Param(
             None,

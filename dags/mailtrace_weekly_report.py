@@ -11,8 +11,15 @@ failure reconciled after that week's Monday report is in it now) and, only when 
 the examiners got it, emails them one short correction with the corrected CSV. A re-run sends none.
 "Newly flagged" in the email lists flags set since the previous weekly report was built.
 
-Catch-up builds missed weeks. Re-running a week rewrites the same bytes for the same data; a retry does
-not email twice. Trigger by hand with `start` and `end` dates (both included) for an ad-hoc period, stored
+A report whose email failed through every retry (mail server down) stays owed in
+`mailtrace.report_manifest` (`email_owed`, with the masked error); the next run's `email_owed_reports`
+emails it with a line saying it is late.
+
+First deployment: the scheduler catches up every week since the start date, but only the latest week's
+report is emailed; the weeks before it are built silently (S3 and the manifest, `not_emailed_note`).
+After a deployment has emailed a report, weeks missed while the scheduler was down are built and emailed
+(late) on catch-up. Re-running a week rewrites the same bytes for the same data; a retry does not email
+twice. Trigger by hand with `start` and `end` dates (both included) for an ad-hoc period, stored
 at `failed-notifications/adhoc/<start>_<end>.csv`; a manual run is always emailed.
 
 The schedule's time zone is fixed here; the period's time zone is Variable `mailtrace_timezone`
@@ -61,7 +68,12 @@ def mailtrace_weekly_report():
         from mailtrace.report import build_for_run
 
         # A run triggered through the API may have no logical date; it reports relative to its run time.
-        return build_for_run(params=params, logical_date=logical_date or dag_run.run_after, run_id=run_id)
+        return build_for_run(
+            params=params,
+            logical_date=logical_date or dag_run.run_after,
+            run_id=run_id,
+            manual_run=dag_run.run_type == "manual",
+        )
 
     @task
     def email_report(built: dict, dag_run=None, run_id=None) -> dict:
@@ -85,6 +97,15 @@ def mailtrace_weekly_report():
         )
 
     @task
+    def email_owed_reports(params=None, logical_date=None, dag_run=None, run_id=None) -> dict:
+        """Earlier reports whose email never went out (mail server down through every retry), marked late."""
+        from mailtrace.report import email_owed_for_run
+
+        return email_owed_for_run(
+            params=params, logical_date=logical_date or dag_run.run_after, run_id=run_id
+        )
+
+    @task
     def email_correction(rebuilt: dict, run_id=None) -> dict:
         """A short correction to the examiners when the rebuilt week differs from what they were sent."""
         from mailtrace.report import email_correction as send_correction
@@ -94,7 +115,9 @@ def mailtrace_weekly_report():
         return send_correction(bucket=rebuilt["bucket"], s3_key=rebuilt["s3_key"], run_id=run_id)
 
     email_report(build_report())
-    email_correction(rebuild_previous_week())
+    rebuilt = rebuild_previous_week()
+    # An owed report goes out whole (rebuilt, so current) before any correction is considered for it.
+    rebuilt >> email_owed_reports() >> email_correction(rebuilt)
 
 
 mailtrace_weekly_report()

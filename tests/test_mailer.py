@@ -1,5 +1,7 @@
 """Email goes out through smtp_default as text + HTML with attachments; headers cannot be injected."""
 
+import traceback
+
 import pytest
 
 from mailtrace.mailer import Attachment, RecipientsRefused, build_message, send_email
@@ -51,3 +53,74 @@ def test_newline_in_header_is_refused(field, kwargs):
 )
 def test_mask_email(address, masked):
     assert mask_email(address) == masked
+
+
+class _QuotingSink:
+    """An SMTP server that quotes the address word for word when it refuses it, as Postfix does."""
+
+    def __init__(self, refused: set[str], refuse_data: bool = False):
+        self.refused, self.refuse_data = refused, refuse_data
+        self.delivered: list[list[str]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
+        if address in self.refused:
+            return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.refuse_data:
+            return f"554 5.7.1 <{envelope.rcpt_tos[0]}>: message refused by policy"
+        self.delivered.append(list(envelope.rcpt_tos))
+        return "250 OK"
+
+
+@pytest.fixture
+def quoting_smtp(monkeypatch):
+    import json
+
+    from aiosmtpd.controller import Controller
+
+    from tests.conftest import free_port
+
+    def start(refused: set[str], refuse_data: bool = False) -> _QuotingSink:
+        sink = _QuotingSink(refused, refuse_data)
+        controller = Controller(sink, hostname="127.0.0.1", port=free_port())
+        controller.start()
+        controllers.append(controller)
+        extra = {"disable_tls": True, "disable_ssl": True, "from_email": "mailtrace@example.gov"}
+        connection = {"conn_type": "smtp", "host": "127.0.0.1", "port": controller.port, "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+        return sink
+
+    controllers = []
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("refused", "refuse_data", "to"),
+    [
+        ({"someone@example.gov"}, False, ["someone@example.gov", "other@example.gov"]),  # some refused
+        ({"someone@example.gov"}, False, ["someone@example.gov"]),  # all refused: smtplib raises
+        (set(), True, ["someone@example.gov"]),  # the message itself refused, quoting the address
+    ],
+)
+def test_a_server_quoting_addresses_in_its_refusal_never_gets_them_into_logs_or_errors(
+    quoting_smtp, caplog, refused, refuse_data, to
+):
+    quoting_smtp(refused, refuse_data)
+    with caplog.at_level("DEBUG"), pytest.raises(Exception) as raised:
+        send_email(to=to, subject="Weekly report", text="body")
+    error = raised.value
+    # Everything but the SMTP server's own log (aiosmtpd's "mail.log", the other side of the wire).
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name != "mail.log")
+    # What a task log shows of the error: its traceback, chained exceptions included.
+    text = logged + "".join(traceback.format_exception(error))
+    assert "s***@example.gov" in str(error)
+    for address in to:
+        assert address not in text
+    if refused:
+        assert isinstance(error, RecipientsRefused) and "550 5.1.1" in str(error)
+        assert error.accepted == [address for address in to if address not in refused]

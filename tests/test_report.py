@@ -10,7 +10,7 @@ import os
 import re
 import tracemalloc
 import urllib.request
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
+import tests.test_mailer as mailer_tests
 from mailtrace import report
 from mailtrace.mailer import RecipientsRefused
 from mailtrace.report import (
@@ -696,7 +697,7 @@ def test_late_failure_is_mailed_once_as_a_correction_the_next_week(
     )
 
     # Monday 2026-01-12: the W02 report (one failure); the week before has no report, so nothing to correct.
-    built = build_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02")
+    built = build_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02", now=LOGICAL_DATE)
     email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__w02")
     assert rebuild_previous_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02") == {
         "rebuilt": False,
@@ -712,7 +713,7 @@ def test_late_failure_is_mailed_once_as_a_correction_the_next_week(
     warehouse_conn.commit()
 
     # Monday 2026-01-19: W03's own report, and W02 rebuilt with the late failure and corrected.
-    w03 = build_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
+    w03 = build_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03", now=NEXT_MONDAY)
     email_report(bucket=s3_bucket, s3_key=w03["s3_key"], run_id="scheduled__w03")
     rebuilt = rebuild_previous_for_run(params={}, logical_date=NEXT_MONDAY, run_id="scheduled__w03")
     assert (rebuilt["rebuilt"], rebuilt["s3_key"], rebuilt["row_count"]) == (True, WEEK.s3_key, 2)
@@ -883,8 +884,18 @@ def test_dag_runs_monday_0600_vancouver_with_catchup_and_date_params():
     dag = bag.dags["mailtrace_weekly_report"]
     assert (dag.catchup, dag.max_active_runs) == (True, 1)
     assert dag.get_task("email_report").upstream_task_ids == {"build_report"}
-    assert dag.get_task("email_correction").upstream_task_ids == {"rebuild_previous_week"}
-    assert set(dag.task_ids) == {"build_report", "email_report", "rebuild_previous_week", "email_correction"}
+    assert dag.get_task("email_owed_reports").upstream_task_ids == {"rebuild_previous_week"}
+    assert dag.get_task("email_correction").upstream_task_ids == {
+        "rebuild_previous_week",
+        "email_owed_reports",
+    }
+    assert set(dag.task_ids) == {
+        "build_report",
+        "email_report",
+        "rebuild_previous_week",
+        "email_owed_reports",
+        "email_correction",
+    }
     assert set(dag.params) == {"start", "end"}
     timetable = coerce_to_core_timetable(dag.timetable)
 
@@ -911,6 +922,19 @@ def airflow_metadata_db():
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
 
 
+def emailed_before(conn, bucket, period) -> None:
+    """As if this deployment had built and emailed the report of `period`."""
+    build_report(period, bucket=bucket, run_id="scheduled__before")
+    conn.execute(
+        """UPDATE mailtrace.report_manifest
+           SET sent_at = now(), sent_run_id = 'scheduled__before', sent_checksum = checksum_sha256,
+               sent_row_count = row_count, sent_summary = summary, sent_kind = 'report', email_owed = false
+           WHERE s3_key = %s""",
+        (period.s3_key,),
+    )
+    conn.commit()
+
+
 def test_dag_end_to_end_builds_and_emails_the_week(
     airflow_metadata_db, warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
 ):
@@ -922,6 +946,9 @@ def test_dag_end_to_end_builds_and_emails_the_week(
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps([bundle]))
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
     insert_event(warehouse_conn, "e2e", local(2026, 1, 11, 23, 30))
+    # A deployment that has run before (it emailed W01): the January runs below are weeks it missed, owed
+    # to the examiners, rather than a first deployment's catch-up (built without email).
+    emailed_before(warehouse_conn, s3_bucket, WEEK.previous())
     dag = DagBag(dag_folder=str(DAGS_DIR / "mailtrace_weekly_report.py")).dags["mailtrace_weekly_report"]
 
     run = dag.test(logical_date=LOGICAL_DATE)
@@ -941,3 +968,138 @@ def test_dag_end_to_end_builds_and_emails_the_week(
         "Corrected failed notifications 2026-W02: 1 more failure (now 2)",
         "Failed notifications 2026-W03: no failures",
     ]
+
+
+# ------------------------------------------------------------------- owed reports, first deployment
+
+
+def run_week(bucket: str, logical_date: datetime, now: datetime) -> dict:
+    """One scheduled run of the weekly DAG, task by task in its order, as if at `now`."""
+    run_id = f"scheduled__{logical_date.date().isoformat()}"
+    done = {}
+    built = build_for_run(params={}, logical_date=logical_date, run_id=run_id, now=now)
+    done["report"] = email_report(bucket=bucket, s3_key=built["s3_key"], run_id=run_id, now=now)
+    rebuilt = rebuild_previous_for_run(params={}, logical_date=logical_date, run_id=run_id)
+    done["owed"] = report.email_owed_reports(
+        bucket=bucket, before=weekly_period(logical_date).start, run_id=run_id, now=now
+    )
+    if rebuilt["rebuilt"]:
+        done["correction"] = email_correction(bucket=bucket, s3_key=rebuilt["s3_key"], run_id=run_id)
+    return done
+
+
+def test_report_not_emailed_while_smtp_is_down_stays_owed_and_the_next_run_emails_it_late(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    insert_event(warehouse_conn, "w02-failure", local(2026, 1, 6, 9, 0))
+    working_smtp = os.environ["AIRFLOW_CONN_SMTP_DEFAULT"]
+    down = json.loads(working_smtp)
+    down.update(port=free_port())  # nothing listens there: the mail server is down
+    down["extra"]["retry_limit"] = 0
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(down))
+
+    # Monday 12 January: the W02 report is built, its email fails (every retry would fail alike).
+    built = build_for_run(params={}, logical_date=LOGICAL_DATE, run_id="scheduled__w02", now=LOGICAL_DATE)
+    with pytest.raises(Exception, match="(?i)smtp|connect"):
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__w02", now=LOGICAL_DATE)
+    owed, sent_at, error = warehouse_conn.execute(
+        "SELECT email_owed, sent_at, email_error FROM mailtrace.report_manifest WHERE s3_key = %s",
+        (WEEK.s3_key,),
+    ).fetchone()
+    assert (owed, sent_at) == (True, None) and error
+
+    # Monday 19 January, mail server back: W03's own report, then W02 owed, sent whole and marked late.
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", working_smtp)
+    done = run_week(s3_bucket, NEXT_MONDAY, now=NEXT_MONDAY)
+    assert done["owed"] == {"owed": 1, "sent": [WEEK.s3_key]}
+    assert done["correction"]["reason"] == "unchanged"  # what they now have is current: no correction
+    assert [m["Subject"] for m in smtp_server.messages] == [
+        "Failed notifications 2026-W03: no failures",
+        "Failed notifications 2026-W02: 1 failed",
+    ]
+    late = smtp_server.messages[1]
+    text = late.get_body(("plain",)).get_content()
+    assert (
+        "This report is late: it was due on 2026-01-12, after its week ended, and is sent on 2026-01-19"
+        in text
+    )
+    assert "it could not be emailed before (last attempt 2026-" in text
+    assert "This report is late" in late.get_body(("html",)).get_content()
+    assert "late" not in smtp_server.messages[0].get_body(("plain",)).get_content()
+    owed, sent_kind = warehouse_conn.execute(
+        "SELECT email_owed, sent_kind FROM mailtrace.report_manifest WHERE s3_key = %s", (WEEK.s3_key,)
+    ).fetchone()
+    assert (owed, sent_kind) == (False, "report")
+
+    # A retry of that run (or the next week's) sends nothing more.
+    run_week(s3_bucket, NEXT_MONDAY, now=NEXT_MONDAY)
+    assert len(smtp_server.messages) == 2
+
+
+def test_first_deployment_emails_only_the_latest_week_and_builds_the_earlier_ones_silently(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", s3_bucket)
+    for day in (6, 13, 20, 27):
+        insert_event(warehouse_conn, f"jan-{day}", local(2026, 1, day, 9, 0))
+    deployed = local(2026, 2, 3, 10, 0)  # a Tuesday: the latest week due is W05 (26 Jan to 1 Feb)
+    mondays = [local(2026, 1, 5, 6, 0) + timedelta(weeks=n) for n in range(5)]  # catch-up: W01 to W05
+
+    for monday in mondays:
+        run_week(s3_bucket, monday, now=deployed)
+
+    assert [m["Subject"] for m in smtp_server.messages] == ["Failed notifications 2026-W05: 1 failed"]
+    rows = warehouse_conn.execute(
+        """SELECT period_label, email_owed, sent_at IS NOT NULL, not_emailed_note IS NOT NULL
+           FROM mailtrace.report_manifest ORDER BY period_start"""
+    ).fetchall()
+    assert rows == [
+        ("2026-W01", False, False, True),
+        ("2026-W02", False, False, True),
+        ("2026-W03", False, False, True),
+        ("2026-W04", False, False, True),
+        ("2026-W05", False, True, False),
+    ]
+    for label in ("2026-W02", "2026-W03", "2026-W04"):  # built, with their failures, for the record
+        assert len(csv_rows(s3_bytes(aws, s3_bucket, f"failed-notifications/{label}.csv"))) == 2
+
+    # The next Monday runs as usual: W06 is emailed; the silent weeks are never owed.
+    run_week(s3_bucket, local(2026, 2, 9, 6, 0), now=local(2026, 2, 9, 6, 5))
+    assert [m["Subject"] for m in smtp_server.messages][1:] == ["Failed notifications 2026-W06: no failures"]
+
+    # Later the scheduler is down for two Mondays: once it is back, the missed weeks are emailed (late).
+    back = local(2026, 2, 24, 8, 0)
+    for monday in (local(2026, 2, 16, 6, 0), local(2026, 2, 23, 6, 0)):
+        run_week(s3_bucket, monday, now=back)
+    assert [m["Subject"] for m in smtp_server.messages][2:] == [
+        "Failed notifications 2026-W07: no failures",
+        "Failed notifications 2026-W08: no failures",
+    ]
+    assert "This report is late" in smtp_server.messages[2].get_body(("plain",)).get_content()
+
+
+# The SMTP server of tests/test_mailer.py that quotes refused addresses word for word.
+quoting_smtp = mailer_tests.quoting_smtp
+
+
+def test_examiners_all_refused_leave_the_report_owed_with_the_server_text_masked(
+    warehouse_conn, s3_bucket, aws, examiners, quoting_smtp, caplog
+):
+    insert_event(warehouse_conn, "a1", local(2026, 1, 6, 9, 0))
+    built = build_report(WEEK, bucket=s3_bucket)
+    quoting_smtp(set(examiners))
+
+    with caplog.at_level("DEBUG"), pytest.raises(RecipientsRefused) as refused:
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="scheduled__1")
+    owed, sent_at, error = warehouse_conn.execute(
+        "SELECT email_owed, sent_at, email_error FROM mailtrace.report_manifest WHERE s3_key = %s",
+        (WEEK.s3_key,),
+    ).fetchone()
+    assert (owed, sent_at) == (True, None)  # nobody has it: it stays owed
+    assert "550 5.1.1 <e***@example.gov>" in error
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.name != "mail.log")
+    for address in examiners:
+        assert address not in error + logged + str(refused.value)

@@ -6,6 +6,7 @@ whatever is re-triggered, retried, killed or answered ambiguously.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -28,7 +29,15 @@ import pytest
 
 from mailtrace import resend
 from mailtrace.providers.gc_notify import NotifyClient
-from mailtrace.resend import Pacer, ResendError, ResendParams, plan_resend, send_chunk, summarize_run
+from mailtrace.resend import (
+    Pacer,
+    ResendError,
+    ResendInputError,
+    ResendParams,
+    plan_resend,
+    send_chunk,
+    summarize_run,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INCIDENT = "INC-2026-014"
@@ -62,7 +71,7 @@ def env(warehouse_conn, notify_sim, s3_bucket, aws, monkeypatch):
         def params(self, ids, **overrides) -> ResendParams:
             values = {"incident_id": INCIDENT, "id_type": "registration", "dry_run": False}
             if isinstance(ids, bytes):
-                key = f"uploads/{uuid.uuid4().hex}.csv"
+                key = f"resend-requests/{INCIDENT}/{uuid.uuid4().hex}.csv"
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=ids)
                 values["ids_s3_uri"] = f"s3://{self.bucket}/{key}"
             else:
@@ -223,7 +232,7 @@ def test_nothing_valid_fails_clearly_after_writing_the_outcome(env):
     [b"PK\x03\x04\x00\x00\x00", "STR-000001\n".encode("utf-16"), "STR-000001 é\n".encode("cp1252")],
 )
 def test_binary_or_wrongly_encoded_upload_is_refused(env, data):
-    with pytest.raises(ValueError, match="binary|UTF-16|not UTF-8"):
+    with pytest.raises(ValueError, match="binary|UTF-16|1 not_utf8"):
         plan_resend(env.params(data), run_id="run-bin")
     assert env.sim.sent_requests() == []
 
@@ -259,8 +268,63 @@ def test_max_recipients_guard_sends_nothing_and_claims_nothing(env):
     ],
 )
 def test_bad_params_are_refused(env, overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ResendInputError, match=message):
         ResendParams.from_mapping({**vars(env.params(["STR-000001"])), **overrides})
+
+
+@pytest.mark.parametrize("incident_id", ["INC-1\n", "INC-1\r\n", "\nINC-1", "INC-1\u2028", "INC 1"])
+def test_incident_id_with_a_line_break_is_refused_by_params_and_by_the_form(incident_id):
+    from airflow.sdk import Param
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    with pytest.raises(ResendInputError, match="incident_id"):
+        ResendParams.from_mapping({"incident_id": incident_id, "id_type": "registration", "inline_ids": "x"})
+    form = Param(type="string", pattern=resend.INCIDENT_ID_PATTERN)
+    with pytest.raises(ParamValidationError):
+        form.resolve(incident_id)
+    assert form.resolve("INC-2026-014") == "INC-2026-014"
+
+
+def test_an_id_list_outside_the_allowed_prefix_is_refused_naming_the_prefix(env, monkeypatch):
+    env.contacts(addresses(1))
+    env.s3.put_object(Bucket=env.bucket, Key="failed-notifications/2026-W02.csv", Body=b"id\nSTR-000001\n")
+    for uri in (
+        f"s3://{env.bucket}/failed-notifications/2026-W02.csv",
+        f"s3://{env.bucket}/resend-requests-old/x.csv",
+        f"s3://{env.bucket}/resend-requests/../failed-notifications/2026-W02.csv",
+        f"s3://other-bucket/resend-requests/{INCIDENT}/x.csv",
+    ):
+        params = env.params(["x"], inline_ids=None, ids_s3_uri=uri)
+        with pytest.raises(ResendInputError, match=rf"must be under s3://{env.bucket}/resend-requests/"):
+            plan_resend(params, run_id="run-outside")
+    assert env.ledger() == [] and env.sim.sent_requests() == []
+
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_IDS_PREFIX", f"s3://{env.bucket}/failed-notifications")
+    params = env.params(
+        ["x"], inline_ids=None, ids_s3_uri=f"s3://{env.bucket}/failed-notifications/2026-W02.csv"
+    )
+    env.run(params, run_id="run-configured")
+    assert env.posted() == {"delivered+1@example.gov": 1}
+
+
+def test_unreadable_rows_are_set_aside_in_the_outcome_and_the_rest_sent(env, caplog):
+    env.contacts(addresses(3))
+    upload = b"\r\n\xef\xbb\xbfid\r\nSTR-000001\r\nSTR\x00-000009\r\nSTR-\xff0008\r\n" + b"9" * 5000
+    upload += b'\r\n"two\r\nlines",\r\nSTR-000002\r\nSTR-000003,extra\r\n'
+    with caplog.at_level("INFO", logger="mailtrace.resend"):
+        env.run(env.params(upload), run_id="run-1")
+    decided = [(row["line"], row["decision"], row["reason"]) for row in env.outcome("run-1")]
+    assert decided == [
+        ("3", "send", "ok"),
+        ("4", "reject", "control_character"),
+        ("5", "reject", "not_utf8"),
+        ("6", "reject", "too_long"),
+        ("7", "reject", "extra_columns"),
+        ("9", "send", "ok"),
+        ("10", "reject", "extra_columns"),
+    ]
+    assert env.posted() == {"delivered+1@example.gov": 1, "delivered+2@example.gov": 1}
+    assert "5 unreadable rows set aside" in caplog.text
 
 
 # --------------------------------------------------------------------------------- sending, ledger
@@ -512,13 +576,66 @@ def test_persistent_ambiguity_leaves_row_claimed_and_fails_the_chunk(env, monkey
     assert env.posted() == {"delivered+1@example.gov": 1}
 
 
-def test_permanent_refusal_marks_row_failed_and_other_rows_still_go(env, monkeypatch):
+def test_refusal_of_one_email_is_a_row_outcome_and_the_others_still_go(env):
+    env.contacts(addresses(2))
+    env.sim.add_fault("status", status=400, count=1, path_prefix="/v2/notifications/email")
+    summary = env.run(env.params(list(addresses(2))), run_id="run-1")
+    assert summary == {"sent": 1, "failed": 1, "claimed": 0}
+    assert sum(env.posted().values()) == 1
+
+
+def test_every_email_refused_one_by_one_fails_the_run_saying_why(env):
+    env.contacts(addresses(2))
+    env.sim.add_fault("status", status=400, count=2, path_prefix="/v2/notifications/email")
+    with pytest.raises(
+        resend.ResendRefused, match=r"every email of the run was refused \(2 failed, none sent\)"
+    ):
+        env.run(env.params(list(addresses(2))), run_id="run-1")
+    (failed,) = env.conn.execute(
+        "SELECT failed FROM mailtrace.resend_run WHERE dag_run_id = 'run-1'"
+    ).fetchone()
+    assert failed == 2
+
+
+def _systemic(env, params, run_id, client=None):
+    """Plan and send the first chunk, which must stop at the first refusal; returns the error."""
+    plan_resend(params, run_id=run_id)
+    with pytest.raises(resend.SystemicRefusal) as raised:
+        send_chunk(params, run_id=run_id, chunk_index=0, client=client)
+    return str(raised.value)
+
+
+def test_revoked_notify_key_fails_the_chunk_at_once_then_sends_once_fixed(env):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    env.contacts(addresses(3))
+    params = env.params(list(addresses(3)))
+    revoked = NotifyClient(
+        f"mailtrace_sim-{env.sim.service_id}-{uuid.uuid4()}", env.sim.base_url, backoff_base=0.01
+    )
+    requests_before = env.sim.stats()["requests"]
+    message = _systemic(env, params, "run-1", client=revoked)
+    assert "Notify refused the API key (revoked or wrong" in message
+    assert env.sim.stats()["requests"] - requests_before == 1  # one refusal, not one per email
+    assert issubclass(resend.SystemicRefusal, AirflowFailException)  # no retry would help
+    assert [status for _, _, status, _ in env.ledger()] == ["claimed"] * 3
+    # Cleared before the key is fixed: the look-up of the attempted row is refused the same way, at once.
+    with pytest.raises(resend.SystemicRefusal, match="API key"):
+        send_chunk(params, run_id="run-1", chunk_index=0, client=revoked)
+    # Key fixed, the failed task cleared: every email goes, once.
+    send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
+    assert summarize_run(params, run_id="run-1") == {"sent": 3, "failed": 0, "claimed": 0}
+    assert env.posted() == Counter(addresses(3).values())
+
+
+def test_unknown_notify_template_fails_the_chunk_saying_so(env, monkeypatch):
     env.contacts(addresses(2))
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_NOTIFY_TEMPLATE_ID", "not-a-uuid")  # Notify answers 400
-    summary = env.run(env.params(list(addresses(2))), run_id="run-1")
-    assert summary == {"sent": 0, "failed": 2, "claimed": 0}
-    errors = env.conn.execute("SELECT DISTINCT error FROM mailtrace.resend_request").fetchall()
-    assert "template_id is not a valid UUID" in errors[0][0]
+    message = _systemic(env, env.params(list(addresses(2))), "run-1", client=env.client())
+    assert "Notify does not know the template (Variable mailtrace_notify_template_id)" in message
+    assert env.sim.sent_requests() == []
+    errors = env.conn.execute("SELECT DISTINCT error FROM mailtrace.resend_request WHERE error IS NOT NULL")
+    assert ["template_id is not a valid UUID" in error for (error,) in errors] == [True]
 
 
 def test_429s_are_retried_without_duplicates(env):
@@ -739,18 +856,68 @@ def test_ses_row_left_open_by_a_killed_run_is_not_taken_over_by_a_retrigger(env,
     assert ses.sent_to() == {"delivered+1@example.gov": 1}
 
 
-def test_ses_refusal_is_failed_not_unknown_and_a_retrigger_sends(env, ses, aws, monkeypatch):
-    env.contacts(addresses(1))
+def test_unverified_ses_sender_fails_the_chunk_saying_so_and_a_retrigger_sends(env, ses, aws, monkeypatch):
+    env.contacts(addresses(2))
     unverified = f"nobody-{uuid.uuid4().hex[:8]}@example.gov"
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", unverified)
-    assert env.run(env.params(list(addresses(1))), run_id="run-1") == {"sent": 0, "failed": 1, "claimed": 0}
-    error = env.conn.execute("SELECT error FROM mailtrace.resend_request").fetchone()[0]
-    assert "MessageRejected" in error
+    message = _systemic(env, env.params(list(addresses(2))), "run-1")
+    assert "the SES sender is not verified (Variable mailtrace_ses_sender)" in message
+    assert unverified not in message
+    error = env.conn.execute("SELECT error FROM mailtrace.resend_request WHERE attempts = 1").fetchone()[0]
+    assert "MessageRejected" in error and unverified not in error
 
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_SES_SENDER", ses.sender)
-    env.run(env.params(list(addresses(1))), run_id="run-2")  # SES said no for sure: sending again is safe
-    assert ses.sent_to() == {"delivered+1@example.gov": 1}
-    assert env.ledger() == [("STR-000001", 0, "sent", 2)]
+    env.run(env.params(list(addresses(2))), run_id="run-2")  # SES said no for sure: sending again is safe
+    assert ses.sent_to() == Counter(addresses(2).values())
+    assert [status for _, _, status, _ in env.ledger()] == ["sent", "sent"]
+
+
+class _SandboxSes(BaseHTTPRequestHandler):
+    """An SES endpoint in the sandbox: it refuses every recipient that is not verified, naming it."""
+
+    def do_POST(self):  # noqa: N802 - http.server's hook name
+        from urllib.parse import parse_qs
+
+        form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+        raw = base64.b64decode(form["RawMessage.Data"][0]).decode()
+        recipient = message_from_string(raw)["To"]
+        body = (
+            '<ErrorResponse xmlns="http://ses.amazonaws.com/doc/2010-12-01/"><Error><Type>Sender</Type>'
+            "<Code>MessageRejected</Code><Message>Email address is not verified. The following identities "
+            f"failed the check in region CA-CENTRAL-1: {recipient}</Message></Error>"
+            "<RequestId>x</RequestId></ErrorResponse>"
+        ).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_ses_sandbox_fails_the_chunk_saying_so_and_logs_no_address(env, ses, monkeypatch, caplog):
+    env.contacts(addresses(2))
+    params = env.params(list(addresses(2)))
+    plan_resend(params, run_id="run-1")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SandboxSes)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sandbox = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+    sandbox["extra"]["endpoint_url"] = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(sandbox))
+    try:
+        with caplog.at_level("DEBUG"), pytest.raises(resend.SystemicRefusal) as raised:
+            send_chunk(params, run_id="run-1", chunk_index=0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "SES is in the sandbox" in str(raised.value)
+    stored = [error for (error,) in env.conn.execute("SELECT error FROM mailtrace.resend_request")]
+    assert any("d***@example.gov" in (error or "") for error in stored)
+    everything = caplog.text + str(raised.value) + " ".join(error or "" for error in stored)
+    for address in addresses(2).values():
+        assert address not in everything
 
 
 class _FailingSes(BaseHTTPRequestHandler):
@@ -815,3 +982,66 @@ def test_ses_without_a_sender_is_refused_before_claiming(env, monkeypatch):
     with pytest.raises(ResendError, match="mailtrace_ses_sender"):
         plan_resend(env.params(list(addresses(1))), run_id="run-1")
     assert env.ledger() == []
+
+
+# ------------------------------------------------------------------------- bad input fails at once
+
+
+@pytest.fixture(scope="module")
+def airflow_metadata_db():
+    """The session's Airflow metadata database (SQLite in the temporary AIRFLOW_HOME), migrated once."""
+    airflow = Path(sys.executable).with_name("airflow")
+    subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+
+
+@pytest.mark.parametrize(
+    ("conf", "says"),
+    [
+        ({}, "give exactly one of ids_s3_uri and inline_ids"),
+        ({"ids_s3_uri": "s3://elsewhere/reports/2026-W02.csv"}, "ids_s3_uri must be under s3://"),
+    ],
+)
+def test_bad_input_fails_the_dag_run_at_once_without_retries(airflow_metadata_db, env, tmp_path, conf, says):
+    """Through Airflow (`airflow dags test`): the task fails on its first try and its log says what to fix.
+
+    With a retry the run would wait a minute or more here (the subprocess's timeout bounds the test).
+    """
+    airflow = Path(sys.executable).with_name("airflow")
+    run_conf = json.dumps({"incident_id": INCIDENT, "dry_run": False, **conf})
+    completed = subprocess.run(
+        [str(airflow), "dags", "test", "mailtrace_resend", "-c", run_conf],
+        env={
+            **os.environ,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    log = completed.stdout + completed.stderr
+    assert completed.returncode != 0, log[-3000:]
+    assert says in log, log[-3000:]
+    assert "up_for_retry" not in log.lower() and "UP_FOR_RETRY" not in log
+    assert env.sim.sent_requests() == []
+
+
+def test_input_errors_fail_without_retries_and_transient_ones_retry(env, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    env.contacts(addresses(2))
+    with pytest.raises(AirflowFailException, match="nothing to send"):
+        plan_resend(env.params(["nonsense", "=1+1"]), run_id="run-nothing")
+    with pytest.raises(AirflowFailException, match="max_recipients=1"):
+        plan_resend(env.params(list(addresses(2)), max_recipients=1), run_id="run-many")
+    with pytest.raises(AirflowFailException, match="does not exist"):
+        plan_resend(
+            env.params(["x"], inline_ids=None, ids_s3_uri=f"s3://{env.bucket}/resend-requests/x.csv"),
+            run_id="run-missing",
+        )
+    # A database that does not answer is transient: a plain error, which Airflow retries.
+    env.conn.close()
+    monkeypatch.setenv("AIRFLOW_CONN_MAILTRACE_WAREHOUSE", "postgresql://nobody@127.0.0.1:9/nowhere")
+    with pytest.raises(Exception) as raised:
+        plan_resend(env.params(list(addresses(1))), run_id="run-db-down")
+    assert not isinstance(raised.value, AirflowFailException)

@@ -123,9 +123,11 @@ def test_every_outcome_cell_is_formula_safe(resend_env):
     s3, bucket = resend_env
     lines = ["registration_number", "STR-000001", *(f'"{v}"' if "," in v else v for v in HOSTILE_CELLS)]
     upload = "\r\n".join(line.replace("\r=", "=") for line in lines).encode()
-    s3.put_object(Bucket=bucket, Key="uploads/hostile.csv", Body=upload)
+    s3.put_object(Bucket=bucket, Key="resend-requests/INC-1/hostile.csv", Body=upload)
     params = resend.ResendParams(
-        incident_id="INC-1", id_type="registration", ids_s3_uri=f"s3://{bucket}/uploads/hostile.csv"
+        incident_id="INC-1",
+        id_type="registration",
+        ids_s3_uri=f"s3://{bucket}/resend-requests/INC-1/hostile.csv",
     )
     resend.plan_resend(params, run_id="dry-hostile")
     body = s3.get_object(Bucket=bucket, Key="resend-outcomes/INC-1/dry-hostile.csv")["Body"].read()

@@ -1,8 +1,14 @@
-"""Email the data engineers (`mailtrace_alert_emails`) when a mailtrace task fails for good.
+"""Alert the data engineers when a mailtrace task fails for good: by email and through Amazon SNS.
 
 Without it a broken pipeline is silent: the deliverability check runs after the extract, so when the
 extract fails (a revoked API key, a provider outage) the check never runs and nobody is told. Wired as
 every DAG's `on_failure_callback`, so it runs once retries are exhausted, not on each retry.
+
+Email (`mailtrace_alert_emails`, through `smtp_default`) cannot report its own failure: when the mail
+server is what failed (a weekly report not emailed), that alert is lost too. So every alert is also
+published to the SNS topic in `mailtrace_alert_sns_topic_arn` (through `aws_default`), which does not
+depend on SMTP; subscribe a pager, a chat hook or an on-call address to it. Each channel is tried
+whatever happened to the other. The text is masked: error messages can quote addresses.
 """
 
 from __future__ import annotations
@@ -10,7 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mailtrace.privacy import mask_text
+
 log = logging.getLogger(__name__)
+
+AWS_CONN_ID = "aws_default"
 
 # An exception message can be long (a whole SQL statement, a provider's HTML error page).
 _MAX_ERROR_CHARS = 2000
@@ -41,15 +51,49 @@ def failure_text(context: dict[str, Any]) -> tuple[str, str]:
 
 
 def email_alert(subject: str, text: str) -> None:
-    """Email `text` to `mailtrace_alert_emails`; where that Variable names nobody, only log it."""
+    """Send the alert by email (`mailtrace_alert_emails`) and to SNS (`mailtrace_alert_sns_topic_arn`).
+
+    A channel with no Variable is skipped (logged). A channel that fails is logged and the other still
+    tried; only when no configured channel took the alert does this raise, naming what failed.
+    """
+    subject, text = mask_text(subject), mask_text(text)
+    failures = []
+    delivered = 0
+    for channel, send in (("email", _email), ("SNS", _publish_to_sns)):
+        try:
+            delivered += send(subject, text)
+        except Exception as error:  # one channel down must not keep the alert from the other
+            failures.append(f"{channel}: {type(error).__name__}: {mask_text(error)}"[:500])
+            log.error("alert %r not sent by %s: %s", subject, channel, failures[-1])
+    if failures and not delivered:
+        raise RuntimeError(f"alert {subject!r} reached nobody: " + "; ".join(failures))
+
+
+def _email(subject: str, text: str) -> int:
     from mailtrace.mailer import send_email
     from mailtrace.settings import get_email_list
 
     recipients = get_email_list("alert_emails")
     if not recipients:
         log.warning("no Variable mailtrace_alert_emails: alert %r not emailed", subject)
-        return
+        return 0
     send_email(to=recipients, subject=subject, text=text)
+    return 1
+
+
+def _publish_to_sns(subject: str, text: str) -> int:
+    from airflow.providers.amazon.aws.hooks.sns import SnsHook
+
+    from mailtrace.settings import get_setting
+
+    topic_arn = str(get_setting("alert_sns_topic_arn", "") or "").strip()
+    if not topic_arn:
+        log.info("no Variable mailtrace_alert_sns_topic_arn: alert %r not published to SNS", subject)
+        return 0
+    # SNS subjects: at most 100 characters, ASCII, one line.
+    sns_subject = subject.encode("ascii", "replace").decode().replace("\n", " ")[:100]
+    SnsHook(aws_conn_id=AWS_CONN_ID).publish_to_target(topic_arn, text, subject=sns_subject)
+    return 1
 
 
 def email_task_failure(context: dict[str, Any]) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import getaddresses, make_msgid, parseaddr
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from mailtrace.privacy import mask_email
+from mailtrace.privacy import mask_email, mask_text
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +31,18 @@ class RecipientsRefused(AirflowFailException):
         self.accepted = accepted
         self.refused = refused
         reasons = "; ".join(
-            f"{mask_email(address)}: {code} {reply.decode(errors='replace')}"
+            f"{mask_email(address)}: {code} {mask_text(reply.decode(errors='replace'))}"
             for address, (code, reply) in refused.items()
         )
         super().__init__(f"the SMTP server refused {len(refused)} of the recipients: {reasons}")
+
+
+class SmtpError(RuntimeError):
+    """An SMTP failure with the server's text masked (it quotes addresses: `550 5.1.1 <someone@…>`).
+
+    Raised in place of smtplib's own exception, whose message carries the addresses as they are and
+    would reach the task log and the failure alert. A transient fault: the task retries.
+    """
 
 
 @dataclass(frozen=True)
@@ -104,17 +113,24 @@ def send_email(
     """
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    with SmtpHook(smtp_conn_id=conn_id) as hook:
-        message = build_message(
-            sender=hook.from_email or "mailtrace@localhost",
-            to=to,
-            subject=subject,
-            text=text,
-            html=html,
-            attachments=attachments,
-        )
-        # SmtpHook only builds HTML-only messages itself; its connected client sends ours as is.
-        refused = hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
+    try:
+        with SmtpHook(smtp_conn_id=conn_id) as hook:
+            message = build_message(
+                sender=hook.from_email or "mailtrace@localhost",
+                to=to,
+                subject=subject,
+                text=text,
+                html=html,
+                attachments=attachments,
+            )
+            # SmtpHook only builds HTML-only messages itself; its connected client sends ours as is.
+            refused = hook.get_conn()._smtp_client.send_message(message)  # noqa: SLF001
+    except smtplib.SMTPRecipientsRefused as error:
+        # Every recipient refused: smtplib raises instead of returning the refusals.
+        raise RecipientsRefused(message["Message-ID"], [], error.recipients) from None
+    except (smtplib.SMTPException, OSError) as error:
+        # `from None`: the original, unmasked, would be printed with the traceback.
+        raise SmtpError(f"sending {subject!r} failed: {type(error).__name__}: {mask_text(error)}") from None
     # smtplib keys the refusals by the bare address it sent in RCPT TO, whatever form `to` had.
     accepted = [address for address in to if parseaddr(address)[1] not in refused]
     log.info("sent %r to %s", subject, ", ".join(mask_email(a) for a in accepted))

@@ -29,11 +29,14 @@ def mask_email(address: str | None) -> str:
     return f"{local[0]}***@{domain}"
 
 
-def mask_text(text: str | None) -> str | None:
-    """`text` with every address in it masked like `mask_email` (None stays None)."""
+def mask_text(text: object) -> str | None:
+    """`text` (or an exception, as `str()` gives it) with every address masked like `mask_email`.
+
+    None stays None, so optional columns keep their NULL.
+    """
     if text is None:
         return None
-    return _ADDRESS_IN_TEXT.sub(lambda match: mask_email(match.group(0)), text)
+    return _ADDRESS_IN_TEXT.sub(lambda match: mask_email(match.group(0)), str(text))
 
 
 @contextlib.contextmanager

@@ -43,7 +43,7 @@ from psycopg.types.json import Jsonb
 from mailtrace.events import FAILED_STATUSES
 from mailtrace.mailer import Attachment, RecipientsRefused, send_email
 from mailtrace.paths import TEMPLATES_DIR, read_sql
-from mailtrace.privacy import mask_email
+from mailtrace.privacy import mask_email, mask_text
 from mailtrace.settings import get_email_list, get_setting
 from mailtrace.warehouse import apply_migrations, connect
 
@@ -77,6 +77,8 @@ EARLIEST_DAY = date(1970, 1, 1)
 LATEST_DAY = date(9998, 12, 31)
 DEFAULT_ATTACH_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_LINK_EXPIRY_HOURS = 72
+# A weekly report emailed this long after its week ended says it is late (a Monday 06:00 run is on time).
+LATE_AFTER = timedelta(days=1)
 # S3 (SigV4) refuses presigned URLs valid for longer than seven days.
 MAX_LINK_EXPIRY_HOURS = 7 * 24
 # Rows fetched from the server-side cursor per round trip: the most rows ever held in memory.
@@ -86,7 +88,7 @@ FLAGGED_LISTED_MAX = 200
 # Serialises manifest upserts, so two builds never compute overlapping "newly flagged" windows.
 MANIFEST_LOCK = 7_301_004
 
-_ADDRESS = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
+_ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")
 
 
 class ReportPeriodError(ValueError):
@@ -424,11 +426,17 @@ def _s3_hook():
 _UPSERT_MANIFEST = """
 INSERT INTO mailtrace.report_manifest
     (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
-     row_count, byte_count, checksum_sha256, summary, built_run_id, flags_since, flags_until)
+     row_count, byte_count, checksum_sha256, summary, built_run_id, flags_since, flags_until, email_owed,
+     not_emailed_note)
 VALUES (%(bucket)s, %(s3_key)s, %(period_kind)s, %(period_start)s, %(period_end)s, %(period_timezone)s,
         %(period_label)s, %(row_count)s, %(byte_count)s, %(checksum_sha256)s, %(summary)s, %(built_run_id)s,
-        %(flags_since)s, %(flags_until)s)
+        %(flags_since)s, %(flags_until)s, coalesce(%(email_owed)s::boolean, false), %(not_emailed_note)s)
 ON CONFLICT (bucket, s3_key) DO UPDATE SET
+    -- Owed once a build meant to email it, until an email goes out; a rebuild (email_owed NULL) keeps it.
+    email_owed = report_manifest.email_owed
+                 OR (coalesce(%(email_owed)s::boolean, false) AND report_manifest.sent_at IS NULL),
+    not_emailed_note = CASE WHEN %(email_owed)s::boolean IS NULL THEN report_manifest.not_emailed_note
+                            ELSE %(not_emailed_note)s END,
     period_kind = EXCLUDED.period_kind,
     period_start = EXCLUDED.period_start,
     period_end = EXCLUDED.period_end,
@@ -449,11 +457,15 @@ def build_report(
     bucket: str,
     run_id: str | None = None,
     subject_id_header: str = SUBJECT_ID_COLUMN,
+    email_owed: bool | None = True,
+    not_emailed_note: str | None = None,
 ) -> dict:
     """Write the period's CSV to `s3://bucket/<period.s3_key>` and upsert its manifest row.
 
     The CSV and the summary counts come from one REPEATABLE READ snapshot, so they agree. The manifest is
-    written only after the upload succeeded. Returns a small dict for XCom.
+    written only after the upload succeeded. `email_owed`: whether the examiners are owed this report by
+    email (False: built on purpose without one, `not_emailed_note` says why; None: a rebuild, which keeps
+    what the row says). Returns a small dict for XCom.
     """
     with connect() as conn:
         apply_migrations(conn)
@@ -488,6 +500,8 @@ def build_report(
                     "built_run_id": run_id,
                     "flags_since": flags_since,
                     "flags_until": flags_until,
+                    "email_owed": email_owed,
+                    "not_emailed_note": None if email_owed else not_emailed_note,
                 },
             )
     log.info(
@@ -506,18 +520,69 @@ def build_report(
         "row_count": stats.row_count,
         "byte_count": stats.byte_count,
         "checksum_sha256": stats.checksum_sha256,
+        "email_owed": email_owed,
     }
 
 
-def build_for_run(*, params: dict | None, logical_date: datetime, run_id: str | None = None) -> dict:
-    """`build_report` for a DAG run: the period from its params or logical date, the rest from Variables."""
+FIRST_DEPLOYMENT_NOTE = (
+    "built without an email: a week before the latest, on a deployment that had emailed no weekly "
+    "report before it (first deployment catching up)"
+)
+
+
+def first_deployment_note(
+    conn: psycopg.Connection, period: ReportPeriod, *, bucket: str, now: datetime
+) -> str | None:
+    """Why a scheduled weekly report should be built without emailing it, or None to email it.
+
+    Deployed for the first time, the scheduler catches up every week since the DAG's start date: the
+    examiners get only the latest week's report, and the weeks before are built silently (in S3 and the
+    manifest, for the record and for the next week's comparison). A week before the latest is emailed when
+    the deployment had already emailed an earlier weekly report: then it is a week missed while the
+    scheduler was down, and the examiners are owed it.
+    """
+    if period.kind != "weekly" or weekly_period(now, period.timezone) == period:
+        return None
+    emailed_before = conn.execute(
+        """SELECT 1 FROM mailtrace.report_manifest
+           WHERE bucket = %s AND period_kind = 'weekly' AND sent_at IS NOT NULL AND period_start < %s
+           LIMIT 1""",
+        (bucket, period.start),
+    ).fetchone()
+    conn.commit()
+    return None if emailed_before else FIRST_DEPLOYMENT_NOTE
+
+
+def build_for_run(
+    *,
+    params: dict | None,
+    logical_date: datetime,
+    run_id: str | None = None,
+    manual_run: bool = False,
+    now: datetime | None = None,
+) -> dict:
+    """`build_report` for a DAG run: the period from its params or logical date, the rest from Variables.
+
+    A scheduled run for a week before the latest, on a first deployment, builds without emailing
+    (`first_deployment_note`); every other run's report is owed to the examiners until emailed.
+    """
     timezone = get_setting("timezone", DEFAULT_TIMEZONE)
     period = resolve_period(params, logical_date, timezone)
+    bucket = get_setting("report_bucket")
+    note = None
+    if not manual_run:
+        with connect() as conn:
+            apply_migrations(conn)
+            note = first_deployment_note(conn, period, bucket=bucket, now=now or datetime.now(UTC))
+    if note:
+        log.info("report %s: %s", period.label, note)
     return build_report(
         period,
-        bucket=get_setting("report_bucket"),
+        bucket=bucket,
         run_id=run_id,
         subject_id_header=get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+        email_owed=note is None,
+        not_emailed_note=note,
     )
 
 
@@ -532,7 +597,7 @@ def examiner_recipients() -> list[str]:
         raise ValueError(
             "Variable mailtrace_examiner_emails lists no addresses; nobody to send the report to"
         )
-    bad = [address for address in recipients if not _ADDRESS.match(address)]
+    bad = [address for address in recipients if not _ADDRESS.fullmatch(address)]
     if bad:
         raise ValueError(
             "Variable mailtrace_examiner_emails has malformed addresses: " + ", ".join(map(mask_email, bad))
@@ -559,10 +624,10 @@ def should_send(manifest: dict, *, run_id: str | None, manual_run: bool) -> bool
 
     Not again when this run already mailed this content (a task retry), nor when another scheduled run
     did; yes when the content changed since it was mailed, or when someone triggered this run by hand
-    (a deliberate re-send).
+    (a deliberate re-send). A report never mailed is sent when it is owed (not built silently on purpose).
     """
     if manifest["sent_at"] is None:
-        return True
+        return manifest["email_owed"] or manual_run
     if manifest["sent_checksum"] != manifest["checksum_sha256"]:
         return True
     if manifest["sent_run_id"] == run_id:
@@ -591,9 +656,10 @@ def _jinja() -> Environment:
 def render_email(context: dict) -> tuple[str, str, str]:
     """Subject, plain text and HTML of the report email; HTML autoescaped (the data is untrusted).
 
-    The newly-flagged window, the cleared count and each row's failed-email date are optional.
+    The newly-flagged window, the cleared count, each row's failed-email date and the late line are
+    optional.
     """
-    context = {"flags_since": "", "flags_until": "", "flagged_cleared": 0, **context}
+    context = {"flags_since": "", "flags_until": "", "flagged_cleared": 0, "late_note": "", **context}
     context["flagged"] = [{"failed_sent_at": "", **row} for row in context.get("flagged", [])]
     env = _jinja()
     text = env.get_template("weekly_report.txt.j2").render(context)
@@ -608,7 +674,13 @@ _MARK_SENT = """
 UPDATE mailtrace.report_manifest
 SET recipients = %(recipients)s, delivery = %(delivery)s, message_id = %(message_id)s, sent_at = now(),
     sent_run_id = %(run_id)s, sent_checksum = %(checksum)s, sent_row_count = %(row_count)s,
-    sent_summary = %(summary)s, sent_kind = %(kind)s
+    sent_summary = %(summary)s, sent_kind = %(kind)s, email_owed = false
+WHERE bucket = %(bucket)s AND s3_key = %(s3_key)s
+"""
+
+# The report stays owed; the error (masked) is kept for the late line and for whoever looks.
+_MARK_NOT_SENT = """
+UPDATE mailtrace.report_manifest SET email_error = %(error)s, email_failed_at = now()
 WHERE bucket = %(bucket)s AND s3_key = %(s3_key)s
 """
 
@@ -644,6 +716,12 @@ def _send_and_record(
         )
     except RecipientsRefused as error:
         refusal, message_id, recipients = error, error.message_id, error.accepted
+    except Exception as error:
+        _record_not_sent(conn, manifest, error)
+        raise
+    if not recipients:  # every examiner refused: nobody has it, it stays owed
+        _record_not_sent(conn, manifest, refusal)
+        raise refusal
     with conn.transaction():
         conn.execute(
             _MARK_SENT,
@@ -664,17 +742,58 @@ def _send_and_record(
         raise refusal
 
 
-def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_run: bool = False) -> dict:
+def _record_not_sent(conn: psycopg.Connection, manifest: dict, error: BaseException) -> None:
+    conn.rollback()
+    with conn.transaction():
+        conn.execute(
+            _MARK_NOT_SENT,
+            {
+                "error": mask_text(f"{type(error).__name__}: {error}")[:2000],
+                "bucket": manifest["bucket"],
+                "s3_key": manifest["s3_key"],
+            },
+        )
+
+
+def late_note(manifest: dict, period: ReportPeriod, now: datetime) -> str:
+    """The line saying a weekly report is late (emailed a day or more after its week ended), else ""."""
+    if period.kind != "weekly" or now < period.end + LATE_AFTER:
+        return ""
+    zone = _zone(period.timezone)
+    note = (
+        f"This report is late: it was due on {period.end_day.isoformat()}, after its week ended, "
+        f"and is sent on {now.astimezone(zone).date().isoformat()}"
+    )
+    if manifest["email_error"]:
+        failed_at = manifest["email_failed_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        note += (
+            f"; it could not be emailed before (last attempt {failed_at}: {manifest['email_error'][:300]})"
+        )
+    return note + "."
+
+
+def email_report(
+    *,
+    bucket: str,
+    s3_key: str,
+    run_id: str | None = None,
+    manual_run: bool = False,
+    now: datetime | None = None,
+) -> dict:
     """Email the summary of the report at `s3://bucket/s3_key` (built by `build_report`) to the examiners.
 
     Sending and recording are separate steps: should the task die between the SMTP server's acceptance and
-    the manifest update, its retry sends again (at least once) rather than risk sending nothing.
+    the manifest update, its retry sends again (at least once) rather than risk sending nothing. A report
+    that could not be emailed stays owed (`email_owed_reports` sends it later, marked late).
     """
     with connect() as conn:
         manifest = _load_manifest(conn, bucket, s3_key)
         if manifest is None:
             raise LookupError(f"no manifest row for s3://{bucket}/{s3_key}; run build_report first")
         if not should_send(manifest, run_id=run_id, manual_run=manual_run):
+            if manifest["sent_at"] is None:
+                log.info("report %s is not emailed: %s", s3_key, manifest["not_emailed_note"])
+                return {"sent": False, "s3_key": s3_key, "reason": manifest["not_emailed_note"]}
             log.info("report %s was already emailed at %s; not sending again", s3_key, manifest["sent_at"])
             return {"sent": False, "s3_key": s3_key}
         recipients = examiner_recipients()
@@ -695,6 +814,7 @@ def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_
             "flags_since": flags_since.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "flags_until": flags_until.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "subject_id_header": get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+            "late_note": late_note(manifest, period, now or datetime.now(UTC)),
         }
         _send_and_record(
             conn,
@@ -708,6 +828,43 @@ def email_report(*, bucket: str, s3_key: str, run_id: str | None = None, manual_
         delivery = context["delivery"]
     log.info("report %s emailed to %d examiners (%s)", period.label, len(recipients), delivery or "no file")
     return {"sent": True, "s3_key": s3_key, "delivery": delivery, "recipients": len(recipients)}
+
+
+def email_owed_reports(
+    *, bucket: str, before: datetime, run_id: str | None = None, now: datetime | None = None
+) -> dict:
+    """Email every report still owed whose period ended by `before` (the run's own period start), oldest
+    first, each with a line saying it is late.
+
+    A report whose email failed through every retry (the mail server down) would otherwise never reach the
+    examiners: the next week's run only corrects reports that were sent. Stops at the first failure (the
+    mail server is most likely still down); what is left stays owed for the next run.
+    """
+    with connect() as conn:
+        apply_migrations(conn)
+        owed = [
+            key
+            for (key,) in conn.execute(
+                """SELECT s3_key FROM mailtrace.report_manifest
+                   WHERE bucket = %s AND email_owed AND sent_at IS NULL AND period_end <= %s
+                   ORDER BY period_start, s3_key""",
+                (bucket, before),
+            )
+        ]
+        conn.commit()
+    sent = []
+    for key in owed:
+        if email_report(bucket=bucket, s3_key=key, run_id=run_id, now=now)["sent"]:
+            sent.append(key)
+    if owed:
+        log.info("emailed %d owed reports late: %s", len(sent), ", ".join(sent))
+    return {"owed": len(owed), "sent": sent}
+
+
+def email_owed_for_run(*, params: dict | None, logical_date: datetime, run_id: str | None = None) -> dict:
+    """`email_owed_reports` for a DAG run: reports owed from before this run's period."""
+    period = resolve_period(params, logical_date, get_setting("timezone", DEFAULT_TIMEZONE))
+    return email_owed_reports(bucket=get_setting("report_bucket"), before=period.start, run_id=run_id)
 
 
 def _file_context(manifest: dict, period: ReportPeriod) -> dict:
@@ -759,7 +916,9 @@ def rebuild_previous_week(
     if exists is None:
         log.info("no report for %s to rebuild", previous.label)
         return {"rebuilt": False, "reason": f"no report for {previous.label}"}
-    built = build_report(previous, bucket=bucket, run_id=run_id, subject_id_header=subject_id_header)
+    built = build_report(
+        previous, bucket=bucket, run_id=run_id, subject_id_header=subject_id_header, email_owed=None
+    )
     return {"rebuilt": True, **built}
 
 
@@ -822,7 +981,12 @@ def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> 
         if manifest is None:
             raise LookupError(f"no manifest row for s3://{bucket}/{s3_key}; run build_report first")
         if manifest["sent_at"] is None:
-            log.info("report %s was never emailed; no correction to send", s3_key)
+            # Owed: email_owed_reports sends it whole (this content), marked late. Not owed: built silently.
+            log.info(
+                "report %s was never emailed (owed: %s); no correction to send",
+                s3_key,
+                manifest["email_owed"],
+            )
             return {"sent": False, "s3_key": s3_key, "reason": "report not emailed yet"}
         if manifest["sent_checksum"] == manifest["checksum_sha256"]:
             log.info("report %s is unchanged since it was emailed; no correction", s3_key)

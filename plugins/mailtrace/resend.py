@@ -55,6 +55,7 @@ from email.utils import formatdate, parseaddr
 from typing import Any
 
 import psycopg
+from airflow.sdk.exceptions import AirflowFailException
 from psycopg.rows import dict_row
 
 from mailtrace.id_list import (
@@ -70,7 +71,7 @@ from mailtrace.id_list import (
     to_csv,
 )
 from mailtrace.paths import TEMPLATES_DIR
-from mailtrace.privacy import mask_email
+from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email, mask_text
 from mailtrace.providers.gc_notify import (
     PROVIDER,
     AmbiguousSendError,
@@ -92,11 +93,15 @@ ID_LABELS = {
     "en": {"registration": "registration", "application": "application", "tax_return": "tax return"},
     "fr": {"registration": "inscription", "application": "demande", "tax_return": "déclaration de revenus"},
 }
-INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Anchored at both ends without `$` (which also matches before a final newline, so "INC-1\n" passed) and
+# without \A/\Z (the trigger form's JavaScript regexes lack them): the lookahead means "nothing follows".
+INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])"
 # GC Notify allows 1,000 requests a minute per API key; stay under it by default.
 DEFAULT_RATE_PER_MINUTE = 900
 MAX_CHUNK_SIZE = 1000
 OUTCOME_PREFIX = "resend-outcomes"
+# Where ops upload ID lists by default (see `ids_prefix`).
+REQUESTS_PREFIX = "resend-requests"
 OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
 PACER_NAME = PROVIDER
 PROVIDERS = (PROVIDER, SES_PROVIDER)
@@ -120,6 +125,27 @@ _SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
 
 class ResendError(RuntimeError):
     """The run cannot go on; the message says why and what to do."""
+
+
+class SystemicRefusal(AirflowFailException, ResendError):
+    """The provider refused the resend as a whole (key revoked, template unknown, sender not verified,
+    sandbox): every other email would be refused the same way, and so would a retry.
+
+    The chunk stops at the first such answer and fails without retries; its rows stay claimed, so once
+    the cause is fixed, clearing the failed tasks (or triggering again) sends them.
+    """
+
+
+class ResendRefused(AirflowFailException, ResendError):
+    """Every email of the run was refused one by one: nothing was sent, and a retry would change nothing."""
+
+
+class ResendInputError(AirflowFailException, ResendError, ValueError):
+    """A parameter, the uploaded list or a setting is wrong: the task fails at once, without retries.
+
+    A retry would read the same input and fail the same way, only later, while (one run at a time) the
+    corrected run waits behind it. The message says what to fix.
+    """
 
 
 # ------------------------------------------------------------------------------------------ params
@@ -147,6 +173,9 @@ class ResendParams:
         for name in ("ids_s3_uri", "inline_ids"):
             if isinstance(known.get(name), str) and not known[name].strip():
                 known[name] = None
+        missing = [name for name in ("incident_id", "id_type") if name not in known]
+        if missing:
+            raise ResendInputError(f"invalid resend parameters: {', '.join(missing)} missing")
         params = cls(**known)
         params.check(id_patterns())
         return params
@@ -179,7 +208,7 @@ class ResendParams:
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false")
         if problems:
-            raise ValueError("invalid resend parameters: " + "; ".join(problems))
+            raise ResendInputError("invalid resend parameters: " + "; ".join(problems))
 
     @property
     def notification_type(self) -> str:
@@ -190,7 +219,7 @@ def id_patterns() -> dict[str, str]:
     """ID regex per id_type: the defaults, overridden by Variable `mailtrace_resend_id_patterns`."""
     overrides = get_setting("resend_id_patterns", {})
     if not isinstance(overrides, dict):
-        raise ValueError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
+        raise ResendInputError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
     return {**DEFAULT_ID_PATTERNS, **overrides}
 
 
@@ -304,11 +333,42 @@ class Decision:
         ]
 
 
+def ids_prefix() -> str:
+    """Where uploaded ID lists may be read from: Variable `mailtrace_resend_ids_prefix` (an s3:// prefix),
+    by default `s3://<mailtrace_report_bucket>/resend-requests/`.
+
+    The AWS connection can read much more than ID lists (reports, the SES archive): a list read from
+    anywhere else would be taken for IDs, e.g. a failed-notification report's registration_number column.
+    """
+    value = str(get_setting("resend_ids_prefix", "") or "").strip()
+    if not value:
+        value = f"s3://{get_setting('report_bucket')}/{REQUESTS_PREFIX}/"
+    bucket, _, key_prefix = value.removeprefix("s3://").partition("/")
+    if not value.startswith("s3://") or not bucket:
+        raise ResendInputError(
+            f"Variable mailtrace_resend_ids_prefix must be an s3://bucket/prefix/ URI (got {value[:80]!r})"
+        )
+    # A prefix ends at a folder boundary: "resend-requests" must not let "resend-requests-old/" in.
+    return f"s3://{bucket}/{key_prefix.rstrip('/')}/" if key_prefix.strip("/") else f"s3://{bucket}/"
+
+
+def check_ids_uri(uri: str) -> None:
+    """Refuse an `ids_s3_uri` outside the allowed prefix, naming the prefix to upload under."""
+    allowed = ids_prefix()
+    key = uri.removeprefix("s3://").partition("/")[2]
+    if not uri.startswith(allowed) or any(part in (".", "..") for part in key.split("/")):
+        raise ResendInputError(
+            f"ids_s3_uri must be under {allowed} (got {uri[:200]!r}); upload the list to "
+            f"{allowed}<incident_id>/<file>.csv"
+        )
+
+
 def read_id_rows(params: ResendParams) -> list[IdRow]:
     max_bytes = int(get_setting("resend_max_list_bytes", DEFAULT_MAX_BYTES))
     max_rows = int(get_setting("resend_max_list_rows", DEFAULT_MAX_ROWS))
     if params.inline_ids is not None:
         return parse_inline_ids(str(params.inline_ids), max_bytes=max_bytes, max_rows=max_rows)
+    check_ids_uri(params.ids_s3_uri)
     data = read_s3_object(params.ids_s3_uri, max_bytes=max_bytes)
     return parse_id_list(decode_id_list(data, max_bytes=max_bytes), id_type=params.id_type, max_rows=max_rows)
 
@@ -333,7 +393,9 @@ def validate_rows(
     first_line: dict[str, int] = {}
     for decision in decisions:
         subject_id = decision.row.subject_id
-        if len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
+        if decision.row.problem:
+            decision.settle("reject", *decision.row.problem)
+        elif len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
             decision.settle("reject", "malformed_id", f"does not match {pattern}")
         elif subject_id in first_line:
             decision.settle("skip", "duplicate", f"same ID as line {first_line[subject_id]}")
@@ -397,7 +459,9 @@ def load_allow_list() -> frozenset[str] | None:
     elif isinstance(value, list):
         entries = value
     else:
-        raise ValueError("Variable mailtrace_resend_allow_list must be a JSON list, a string or an s3:// URI")
+        raise ResendInputError(
+            "Variable mailtrace_resend_allow_list must be a JSON list, a string or an s3:// URI"
+        )
     return frozenset(str(entry).strip().lower() for entry in entries if str(entry).strip())
 
 
@@ -540,18 +604,27 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
     provider = resend_provider()
     if not params.dry_run:
         check_provider_settings(provider)  # fail before claiming anything if sending cannot work
-    rows = read_id_rows(params)
-    allow_list = load_allow_list()
+    try:
+        rows = read_id_rows(params)
+        allow_list = load_allow_list()
+    except IdListError as error:
+        raise ResendInputError(str(error)) from None
     with connect() as conn:
         decisions = validate_rows(conn, rows, subject_type=params.id_type, pattern=patterns[params.id_type])
         apply_allow_list(decisions, allow_list)
         if not any(d.pending for d in decisions):
             _finish_plan(conn, params, run_id, decisions, claims=[])
-            raise ResendError(_nothing_valid_message(decisions))
+            raise ResendInputError(_nothing_valid_message(decisions))
         sample = next(d for d in decisions if d.pending)
-        render_email(
-            params.template, params.language, subject_type=params.id_type, subject_id=sample.row.subject_id
-        )
+        try:
+            render_email(
+                params.template,
+                params.language,
+                subject_type=params.id_type,
+                subject_id=sample.row.subject_id,
+            )
+        except (ValueError, LookupError) as error:  # a missing or broken template: fix it, then trigger
+            raise ResendInputError(f"cannot render the {params.template} email: {error}") from None
 
         pending_ids = [d.row.subject_id for d in decisions if d.pending]
         existing = _existing_ledger_rows(conn, params, pending_ids)
@@ -561,7 +634,7 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
                 claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
             conn.rollback()
             _finish_plan(conn, params, run_id, decisions, claims=[])
-            raise ResendError(
+            raise ResendInputError(
                 f"{len(claims)} recipients would receive mail, more than "
                 f"max_recipients={params.max_recipients}; "
                 "nothing was sent. Check the list, or raise max_recipients deliberately."
@@ -594,6 +667,7 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
     content = to_csv(OUTCOME_HEADER, [d.csv_row() for d in decisions])
     outcome_uri = write_outcome_csv(params.incident_id, run_id, content)
     counts = Counter(d.decision for d in decisions)
+    set_aside = sum(1 for d in decisions if d.row.problem)
     chunks = len({claim.chunk_index for claim in claims}) if not params.dry_run else 0
     conn.execute(
         """INSERT INTO mailtrace.resend_run
@@ -621,13 +695,15 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
     )
     conn.commit()
     log.info(
-        "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected%s; outcome %s",
+        "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected (%d unreadable rows set aside)%s; "
+        "outcome %s",
         params.incident_id,
         run_id,
         len(decisions),
         len(claims),
         counts["skip"],
         counts["reject"],
+        set_aside,
         " (dry run)" if params.dry_run else "",
         outcome_uri,
     )
@@ -640,7 +716,7 @@ def resend_provider() -> str:
     """The provider new resends go through: Variable `mailtrace_resend_provider`, gc_notify or ses."""
     value = str(get_setting("resend_provider", PROVIDER)).strip().lower()
     if value not in PROVIDERS:
-        raise ResendError(
+        raise ResendInputError(
             f"Variable mailtrace_resend_provider must be one of {list(PROVIDERS)} (got {value!r})"
         )
     return value
@@ -658,7 +734,9 @@ def notify_template_id() -> str:
     """The generic Notify template (placeholders ((subject)) and ((body))) every resend uses."""
     value = str(get_setting("notify_template_id", "")).strip()
     if not value:
-        raise ResendError("set Variable mailtrace_notify_template_id to the generic Notify template's id")
+        raise ResendInputError(
+            "set Variable mailtrace_notify_template_id to the generic Notify template's id"
+        )
     return value
 
 
@@ -666,9 +744,11 @@ def ses_sender() -> str:
     """The From of SES resends (Variable `mailtrace_ses_sender`): a verified address, or `Name <address>`."""
     value = str(get_setting("ses_sender", "")).strip()
     if not value:
-        raise ResendError("set Variable mailtrace_ses_sender to the SES-verified address resends come from")
+        raise ResendInputError(
+            "set Variable mailtrace_ses_sender to the SES-verified address resends come from"
+        )
     if _SUBJECT_FORBIDDEN.search(value) or address_problem(parseaddr(value)[1]):
-        raise ResendError(
+        raise ResendInputError(
             "Variable mailtrace_ses_sender must be one email address, optionally 'Name <address>'"
         )
     return value
@@ -683,7 +763,7 @@ def settle_seconds() -> float:
     except (TypeError, ValueError):
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise ResendError(
+        raise ResendInputError(
             f"Variable mailtrace_resend_settle_seconds must be a number of seconds >= 0 (got {value!r})"
         )
     return seconds
@@ -822,6 +902,55 @@ def _describe_ses_error(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:300]
 
 
+# SES error codes that refuse every email of the account or configuration, not one address.
+_SES_SYSTEMIC_CODES = {
+    "AccountSendingPausedException": "SES sending is paused for the account",
+    "ConfigurationSetDoesNotExist": "the SES configuration set (Variable mailtrace_ses_configuration_set) "
+    "does not exist",
+    "ConfigurationSetSendingPausedException": "SES sending is paused for the configuration set",
+    "MailFromDomainNotVerifiedException": "the SES MAIL FROM domain is not verified",
+}
+
+
+def notify_systemic_refusal(error: NotifyApiError) -> str | None:
+    """What a Notify refusal says about every email of the resend, or None when it is about this one.
+
+    403 is the API key (revoked, wrong, or from another service); a 400 naming the template is the
+    template id; trial mode or a team key allows only the service's team as recipients.
+    """
+    status = getattr(error.__cause__, "status_code", None)
+    text = str(error).lower()
+    if status in (401, 403):
+        return "Notify refused the API key (revoked or wrong: connection notify_api)"
+    if status == 400 and "template" in text:
+        return "Notify does not know the template (Variable mailtrace_notify_template_id)"
+    if status == 400 and ("trial mode" in text or "team-only" in text or "team only" in text):
+        return "the Notify service is in trial mode or the key is a team key: only team members can receive"
+    return None
+
+
+def ses_systemic_refusal(error: Exception, sender: str) -> str | None:
+    """What an SES refusal says about every email of the resend, or None when it is about this one."""
+    response = getattr(error, "response", None) or {}
+    code = response.get("Error", {}).get("Code", "")
+    message = str(response.get("Error", {}).get("Message", "")).lower()
+    if code in _SES_SYSTEMIC_CODES:
+        return _SES_SYSTEMIC_CODES[code]
+    if code != "MessageRejected":
+        return None
+    # "Email address is not verified. The following identities failed the check …: <sender>", or
+    # "Did not have authority to send from email <sender>": the sender is refused for every email.
+    sender_address = parseaddr(sender)[1].lower()
+    if sender_address and sender_address in message:
+        return "the SES sender is not verified (Variable mailtrace_ses_sender)"
+    if "not verified" in message:
+        return (
+            "SES is in the sandbox: it sends only to verified addresses (request production access, "
+            "or verify the recipients)"
+        )
+    return None
+
+
 @dataclass
 class _LedgerRow:
     incident_id: str
@@ -893,7 +1022,8 @@ def send_chunk(
     senders = _Senders(client, ses)
     settle = settle_seconds()
     counts: Counter[str] = Counter()
-    with connect() as conn:
+    # botocore logs SES requests and answers whole at DEBUG: the message, and refusals naming addresses.
+    with library_bodies_kept_out_of_logs(), connect() as conn:
         conn.autocommit = True
         drop_session_if_client_vanishes(conn)  # a crashed worker must not keep a row's lock for hours
         rows = _chunk_rows(conn, run_id, chunk_index)
@@ -969,7 +1099,9 @@ def _send_one_notify(
     try:
         response = client.send_email(row.recipient_email, senders.template_id, personalisation, row.reference)
     except AmbiguousSendError as error:
-        log.warning("ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), error)
+        log.warning(
+            "ambiguous send to %s (%s); looking it up", mask_email(row.recipient_email), mask_text(error)
+        )
         _note_error(conn, row, f"ambiguous answer: {error}")
         # Never a second POST in this attempt: unless the email is found, the row stays claimed with its
         # call open, and a later attempt sends only if the reference is still unknown after the settle delay.
@@ -981,6 +1113,10 @@ def _send_one_notify(
         if _is_rate_limited(error):
             _close_attempt(conn, row, str(error))  # a 429 is a certain refusal
             return "deferred"
+        cause = notify_systemic_refusal(error)
+        if cause:
+            _close_attempt(conn, row, f"{cause}: {error}")  # refused, so certainly not sent
+            raise SystemicRefusal(f"{cause} ({_stored_error(error)})") from None
         _mark_failed(conn, row, str(error))
         return "failed"
     _record_sent(conn, row, response)
@@ -1017,6 +1153,10 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
                     continue
                 return "deferred"
             if kind == "refused":
+                cause = ses_systemic_refusal(error, ses.sender)
+                if cause:
+                    _close_attempt(conn, row, f"{cause}: {description}")
+                    raise SystemicRefusal(f"{cause} ({_stored_error(description)})") from None
                 _mark_failed(conn, row, description)
                 return "failed"
             _mark_unknown(conn, row, f"ambiguous SES answer: {description}")
@@ -1035,6 +1175,9 @@ def _recover_if_sent(
         found = _find_sent(client, pacer, row.reference)
     except NotifyApiError as error:
         _note_error(conn, row, f"{failure_note}: {error}")
+        cause = notify_systemic_refusal(error)
+        if cause:  # e.g. the key was revoked since the earlier attempt: no retry would get an answer
+            raise SystemicRefusal(f"{cause} ({_stored_error(error)})") from None
         return "deferred"
     if found is None:
         return None
@@ -1065,29 +1208,36 @@ def _start_attempt(conn, row: _LedgerRow) -> None:
     )
 
 
+def _stored_error(message: object) -> str:
+    """An error as it may be logged and stored: providers quote addresses in their answers."""
+    return mask_text(message)[:2000]
+
+
 def _close_attempt(conn, row: _LedgerRow, message: str) -> None:
     """The call was certainly not accepted (rate-limited, no connection): sending again is safe."""
     conn.execute(
         """UPDATE mailtrace.resend_request SET attempt_open = false, error = %s, updated_at = now()
            WHERE reference = %s""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
 def _note_error(conn, row: _LedgerRow, message: str) -> None:
     conn.execute(
         "UPDATE mailtrace.resend_request SET error = %s, updated_at = now() WHERE reference = %s",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
 def _mark_failed(conn, row: _LedgerRow, message: str) -> None:
-    log.warning("the provider refused the email to %s: %s", mask_email(row.recipient_email), message)
+    log.warning(
+        "the provider refused the email to %s: %s", mask_email(row.recipient_email), _stored_error(message)
+    )
     conn.execute(
         """UPDATE mailtrace.resend_request
            SET status = 'failed', attempt_open = false, error = %s, updated_at = now()
            WHERE reference = %s AND status = 'claimed'""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
@@ -1095,13 +1245,13 @@ def _mark_unknown(conn, row: _LedgerRow, message: str) -> None:
     log.error(
         "email to %s may or may not have been sent (%s); it needs a human: %s",
         mask_email(row.recipient_email),
-        message,
+        _stored_error(message),
         UNKNOWN_DETAIL,
     )
     conn.execute(
         """UPDATE mailtrace.resend_request SET status = 'unknown', error = %s, updated_at = now()
            WHERE reference = %s AND status = 'claimed'""",
-        (message[:2000], row.reference),
+        (_stored_error(message), row.reference),
     )
 
 
@@ -1196,6 +1346,11 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
             f"{summary['claimed']} emails are still unresolved; clear the failed send_chunk tasks or "
             "trigger the same list again (already-sent IDs are skipped, unresolved ones looked up first)."
         )
+    if summary["failed"] and not summary["sent"] and not summary["claimed"] and not unknown_ids:
+        raise ResendRefused(
+            f"every email of the run was refused ({summary['failed']} failed, none sent): "
+            f"{_refusal_reasons(run_id)}. Fix the cause, then trigger again: refused IDs are sent again."
+        )
     if unknown_ids:
         shown = ", ".join(unknown_ids[:20]) + (", …" if len(unknown_ids) > 20 else "")
         problems.append(
@@ -1205,6 +1360,17 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
     if problems:
         raise ResendError(" ".join(problems))
     return summary
+
+
+def _refusal_reasons(run_id: str, shown: int = 3) -> str:
+    """The run's most common refusals, with counts (errors are stored masked)."""
+    with connect() as conn:
+        rows = conn.execute(
+            """SELECT coalesce(error, 'no reason recorded'), count(*) FROM mailtrace.resend_request
+               WHERE dag_run_id = %s AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s""",
+            (run_id, shown),
+        ).fetchall()
+    return "; ".join(f"{count} × {error[:300]}" for error, count in rows)
 
 
 def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subject_ids: set[str]) -> None:
