@@ -10,7 +10,7 @@ decision (`send`, `would_send`, `skip`, `reject`) and reason. Trigger again with
   `mailtrace.resend_request` and returns the chunks.
 * **send_chunk** (one mapped task per chunk) sends through GC Notify, or SES when Variable
   `mailtrace_resend_provider` is `ses`, at `rate_per_minute` overall and records each email in
-  `mailtrace.notification_event`, so delivery is tracked like any notification.
+  `mailtrace.own_notification_event` (mailtrace's own sends), so delivery is tracked like any notification.
 * **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
   `unknown`. A failed chunk fails the run; clearing it (or re-triggering) is safe: Notify rows are looked
   up before sending (and after an ambiguous answer only re-sent once the settle delay has passed).

@@ -12,7 +12,7 @@ NOW = datetime.now(UTC)
 
 def add_events(conn, statuses, *, sent_at=None, local_status="SENT", provider="gc_notify"):
     sent_at = sent_at or NOW - timedelta(hours=5)
-    start = conn.execute("SELECT count(*) FROM mailtrace.notification_event").fetchone()[0]
+    start = conn.execute("SELECT count(*) FROM mailtrace.notification_status").fetchone()[0]
     with conn.cursor() as cur:
         for n, status in enumerate(statuses, start=start):
             cur.execute(

@@ -209,7 +209,7 @@ def duplicates(conn) -> int:
 
 def verdicts(conn) -> dict[str, tuple]:
     rows = conn.execute(
-        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_event"
+        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_status"
     ).fetchall()
     conn.commit()
     return {event_id: (status, reason) for event_id, status, reason in rows}

@@ -310,7 +310,7 @@ def test_sql_looking_values_flow_through_the_pipeline_as_plain_data(
         (SQL_VALUE, "o'brien@example.gov")
     ]
     event = warehouse_conn.execute(
-        "SELECT event_id, delivery_status, delivery_detail FROM mailtrace.notification_event"
+        "SELECT event_id, delivery_status, delivery_detail FROM mailtrace.notification_status"
     ).fetchone()
     assert event[:2] == (SQL_VALUE, "permanent_failure")
     assert "TRUNCATE mailtrace.provider_event" in event[2]

@@ -571,7 +571,7 @@ def test_warehouse_connection_is_read_only(warehouse):
             conn.execute("DELETE FROM mailtrace.notification_event")
     finally:
         dependency.close()
-    assert warehouse.execute("SELECT count(*) FROM mailtrace.notification_event").fetchone()[0] == len(EVENTS)
+    assert warehouse.execute("SELECT count(*) FROM mailtrace.event_log").fetchone()[0] == len(EVENTS)
 
 
 def test_plugin_registers_the_app_and_a_nav_entry():
