@@ -53,3 +53,35 @@ def set_verdict(conn, event_id, status, reason=None, *, detail=None, updated_at=
             "updated_at": updated_at,
         },
     )
+
+
+def insert_logged_from(conn, columns: str, source: str, params=None) -> None:
+    """INSERT INTO the log "(columns) source" where columns may include the verdict columns.
+
+    `source` is the test's own VALUES or SELECT; the rows pass through a temporary table of the version-1
+    shape and are split into mailtrace.notification_event and mailtrace.delivery.
+    """
+    conn.execute(
+        """CREATE TEMP TABLE logged_stage (LIKE mailtrace.notification_event);
+           ALTER TABLE logged_stage ADD COLUMN delivery_status text, ADD COLUMN failure_reason text,
+               ADD COLUMN delivery_detail text, ADD COLUMN delivery_updated_at timestamptz"""
+    )
+    conn.execute(f"INSERT INTO logged_stage ({columns}) {source}", params)  # noqa: S608 - the test's own SQL
+    conn.execute(
+        """INSERT INTO mailtrace.notification_event
+               (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                provider_reference, client_reference, sent_at, local_status)
+           SELECT event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                  provider_reference, client_reference, sent_at, local_status
+             FROM logged_stage"""
+    )
+    conn.execute(
+        """INSERT INTO mailtrace.delivery
+               (event_id, delivery_status, failure_reason, delivery_detail, delivery_updated_at,
+                recipient_address, sent_at)
+           SELECT event_id, delivery_status, failure_reason, delivery_detail,
+                  coalesce(delivery_updated_at, now()), lower(btrim(recipient_email)), sent_at
+             FROM logged_stage
+            WHERE delivery_status IS NOT NULL"""
+    )
+    conn.execute("DROP TABLE logged_stage")

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventlog import set_verdict
 
 from mailtrace.monitoring import DeliverabilityAlert, Thresholds, check_deliverability
 from mailtrace.pipeline import run_deliverability_check
@@ -18,10 +19,12 @@ def add_events(conn, statuses, *, sent_at=None, local_status="SENT", provider="g
             cur.execute(
                 """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
                        notification_type, recipient_email, provider, provider_reference, sent_at,
-                       local_status, delivery_status)
-                   VALUES (%s, 'registration', %s, 'NOC', 'p@example.gov', %s, %s, %s, %s, %s)""",
-                (f"e{n}", f"S{n}", provider, f"ref{n}", sent_at, local_status, status),
+                       local_status)
+                   VALUES (%s, 'registration', %s, 'NOC', 'p@example.gov', %s, %s, %s, %s)""",
+                (f"e{n}", f"S{n}", provider, f"ref{n}", sent_at, local_status),
             )
+            if status is not None:
+                set_verdict(cur, f"e{n}", status)
     conn.commit()
 
 

@@ -10,17 +10,19 @@
 -- holds a long transaction on the table the migration fails at once (to be run again later) instead of
 -- queueing every application query behind it. Safe to run twice: every step checks what is there.
 
--- The provider's identifier of one email, as matched: surrounding spaces never count; GC Notify's ids are
--- UUIDs, so case does not count either (SES message ids are compared case-sensitively). Blank is none.
+-- The provider's identifier of one email, as matched: surrounding white space (spaces, tabs, line breaks)
+-- never counts; GC Notify's ids are UUIDs, so case does not count either (SES message ids are compared
+-- case-sensitively). Blank is none.
 CREATE OR REPLACE FUNCTION mailtrace.reference_key(provider text, reference text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN nullif(CASE WHEN provider = 'gc_notify' THEN lower(btrim(reference)) ELSE btrim(reference) END, '');
+    RETURN nullif(CASE WHEN provider = 'gc_notify' THEN lower(btrim(reference, E' \t\n\r\f\x0b'))
+                       ELSE btrim(reference, E' \t\n\r\f\x0b') END, '');
 
--- The application's own reference passed to the provider (free text chosen by the application): spaces
--- around it never count, case does.
+-- The application's own reference passed to the provider (free text chosen by the application): white space
+-- around it never counts, case does.
 CREATE OR REPLACE FUNCTION mailtrace.client_reference_key(reference text) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN nullif(btrim(reference), '');
+    RETURN nullif(btrim(reference, E' \t\n\r\f\x0b'), '');
 
 -- Verdicts (CONTRACT.md §2). recipient_address and sent_at are the project's own: copied from the event
 -- when its verdict is written, so flags find every notification to an address with a verdict here,
