@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 class Lookup:
     relation: str
     columns: str
-    # A constant query (no values from anywhere) whose plan shows how the look-up is served.
+    # A query with parameters ($1, ...; their types in `types`): planned generically, so a view that maps a
+    # column to a constant (subject_type 'registration') is not folded away by the planner.
     probe: str
+    types: str
 
 
 INPUT_LOOKUPS: dict[str, tuple[Lookup, ...]] = {
@@ -33,39 +35,45 @@ INPUT_LOOKUPS: dict[str, tuple[Lookup, ...]] = {
         Lookup(
             "mailtrace.notification_event",
             "(provider, provider_reference)",
-            "SELECT 1 FROM mailtrace.notification_event"
-            " WHERE provider = 'gc_notify' AND provider_reference = '?'",
+            "SELECT 1 FROM mailtrace.notification_event WHERE provider = $1 AND provider_reference = $2",
+            "text, text",
         ),
         Lookup(
             "mailtrace.notification_event",
             "(provider, client_reference)",
             "SELECT 1 FROM mailtrace.notification_event"
-            " WHERE provider = 'gc_notify' AND client_reference = '?' AND provider_reference IS NULL",
+            " WHERE provider = $1 AND client_reference = $2 AND provider_reference IS NULL",
+            "text, text",
         ),
         Lookup(
             "mailtrace.notification_event",
             "(sent_at)",
-            "SELECT 1 FROM mailtrace.notification_event WHERE sent_at >= 'infinity'::timestamptz",
+            "SELECT 1 FROM mailtrace.notification_event WHERE sent_at >= $1",
+            "timestamptz",
         ),
         Lookup(
             "mailtrace.notification_event",
             "(event_id)",
-            "SELECT 1 FROM mailtrace.notification_event WHERE event_id = '?'",
+            "SELECT 1 FROM mailtrace.notification_event WHERE event_id = $1",
+            "text",
         ),
     ),
     "contact": (
         Lookup(
             "mailtrace.contact",
             "(updated_at)",
-            "SELECT 1 FROM mailtrace.contact WHERE updated_at > 'infinity'",
+            "SELECT 1 FROM mailtrace.contact WHERE updated_at > $1",
+            "timestamptz",
         ),
         Lookup(
             "mailtrace.contact",
             "(subject_type, subject_id)",
-            "SELECT 1 FROM mailtrace.contact WHERE subject_type = '?' AND subject_id = '?'",
+            "SELECT 1 FROM mailtrace.contact WHERE subject_type = $1 AND subject_id = $2",
+            "text, text",
         ),
     ),
 }
+_PROBE = "mailtrace_index_probe"
 
 
 def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -76,19 +84,24 @@ def _nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def unindexed_tables(conn: psycopg.Connection, lookup: Lookup) -> list[str] | None:
     """The tables a look-up would read sequentially ([] when indexes serve it; None when it cannot tell)."""
+    arguments = ", ".join("NULL" for _ in lookup.types.split(","))
     with conn.transaction(force_rollback=True):
-        conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
-        ((explained,),) = conn.execute("EXPLAIN (VERBOSE, FORMAT JSON) " + lookup.probe).fetchall()
-    nodes = list(_nodes(explained[0]["Plan"]))
-    scans = [node for node in nodes if "Relation Name" in node]
+        conn.execute(
+            "SELECT set_config('enable_seqscan', 'off', true),"
+            " set_config('plan_cache_mode', 'force_generic_plan', true)"
+        )
+        conn.execute(f"PREPARE {_PROBE} ({lookup.types}) AS {lookup.probe}")
+        try:
+            ((explained,),) = conn.execute(
+                f"EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE {_PROBE} ({arguments})"
+            ).fetchall()
+        finally:
+            conn.execute(f"DEALLOCATE {_PROBE}")
+    scans = [node for node in _nodes(explained[0]["Plan"]) if "Relation Name" in node]
     if not scans:
         return None
     return sorted(
-        {
-            f"{node.get('Schema', '?')}.{node['Relation Name']}"
-            for node in scans
-            if node["Node Type"] == "Seq Scan"
-        }
+        {f"{node['Schema']}.{node['Relation Name']}" for node in scans if node["Node Type"] == "Seq Scan"}
     )
 
 
