@@ -84,7 +84,8 @@ def _figures():
 # small cases, and creating a database per case would cost more than the cases themselves.
 _WAREHOUSE_TABLES = (
     "mailtrace.provider_event, mailtrace.notification_event, mailtrace.pipeline_state, "
-    "mailtrace.orphan_notification, mailtrace.provider_lookup"
+    "mailtrace.orphan_notification, mailtrace.provider_lookup, mailtrace.delivery, "
+    "mailtrace.event_reference_alias"
 )
 
 
