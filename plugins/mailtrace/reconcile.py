@@ -63,7 +63,11 @@ WORK_MEM = "64MB"
 # planned for the rows it really holds (10 or 10 million), not for a guess.
 # A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
 ANALYZE_FRACTION = 0.1
-_ANALYZE_AFTER = {"03_affected.sql": "reconcile_affected", "04_verdict.sql": "reconcile_verdict"}
+_ANALYZE_AFTER = {
+    "03_affected.sql": "reconcile_affected",
+    "04_events.sql": "reconcile_events",
+    "05_verdict.sql": "reconcile_verdict",
+}
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -157,9 +161,9 @@ def reconcile(
     summary = {
         "provider_events": high_water - cursor,
         "affected": affected,
-        "updated": counts["05_apply"],
-        "orphans_seen": counts["06_orphans"],
-        "orphans_adopted": counts["07_adopted_orphans"],
+        "updated": counts["06_apply"],
+        "orphans_seen": counts["07_orphans"],
+        "orphans_adopted": counts["08_adopted_orphans"],
         "catch_up": int(catch_up),
     }
     log.info("reconcile: %s", summary)

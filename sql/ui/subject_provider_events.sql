@@ -1,5 +1,5 @@
 -- Delivery page, subject look-up: each notification's provider events in the order they happened.
--- Matched exactly as reconcile matches them (sql/reconcile/04_verdict.sql): references normalised, by
+-- Matched exactly as reconcile matches them (sql/reconcile/05_verdict.sql): references normalised, by
 -- provider reference, or by client reference when the send returned none; a multi-recipient message's events only for
 -- this recipient. Unrecognised statuses (delivery_status NULL) are shown too, with their raw value.
 SELECT x.event_id, x.id, x.raw_status, x.delivery_status, x.failure_reason, x.detail,

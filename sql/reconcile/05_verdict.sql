@@ -3,6 +3,7 @@
 -- Winner: a final status beats pending (a final status never goes back to pending); among
 -- finals the latest-dated wins (a bounce dated after a delivery wins; an earlier-dated delivery
 -- never replaces a bounce or complaint); equal timestamps go to the more severe status.
+-- The affected events with their normalised references come from 04_events.sql.
 -- Matching: references normalised on both sides (mailtrace.reference_key(); the provider's side is stored
 -- normalised); by provider reference; for an event the log has no provider reference for, by client
 -- reference, but only provider notifications no other event claims by its provider reference (an app that
@@ -10,25 +11,16 @@
 -- recipient must match where a provider reports several recipients of one message (SES); Notify's id
 -- identifies one email, whatever form the app logged the address in.
 CREATE TEMP TABLE reconcile_verdict ON COMMIT DROP AS
-WITH events AS (
-    SELECT e.event_id, e.provider, e.local_status, e.sent_at,
-           lower(btrim(e.recipient_email)) AS recipient_address,
-           mailtrace.reference_key(e.provider, e.provider_reference) AS provider_reference_key,
-           CASE WHEN e.provider_reference IS NULL
-                THEN mailtrace.client_reference_key(e.client_reference) END AS client_reference_key
-      FROM pg_temp.reconcile_affected a
-      JOIN mailtrace.event_log e ON e.event_id = a.event_id
-),
-candidates AS (
+WITH candidates AS (
     SELECT ev.event_id, p.id, p.delivery_status, p.failure_reason, p.detail, p.event_at
-      FROM events ev
+      FROM pg_temp.reconcile_events ev
       JOIN mailtrace.provider_event p
         ON p.provider = ev.provider AND p.provider_reference = ev.provider_reference_key
      WHERE p.delivery_status IS NOT NULL
        AND (p.provider = 'gc_notify' OR p.recipient_email IN ('', ev.recipient_address))
     UNION ALL
     SELECT ev.event_id, p.id, p.delivery_status, p.failure_reason, p.detail, p.event_at
-      FROM events ev
+      FROM pg_temp.reconcile_events ev
       JOIN mailtrace.provider_event p
         ON p.provider = ev.provider AND p.client_reference = ev.client_reference_key
      WHERE p.delivery_status IS NOT NULL
@@ -71,13 +63,11 @@ judged AS (
                     AND ev.sent_at < %(ses_silent_before)s
                     AND ev.provider_reference_key IS NOT NULL
                     -- silence means no event at all: not one for another recipient, nor one unmapped
-                    AND NOT EXISTS (
-                        SELECT 1 FROM mailtrace.provider_event p
-                         WHERE p.provider = 'ses' AND p.provider_reference = ev.provider_reference_key)
+                    AND NOT ev.ses_heard_of
                     THEN 'ses_silent'
                ELSE 'keep'
            END AS basis
-      FROM events ev
+      FROM pg_temp.reconcile_events ev
       LEFT JOIN mailtrace.delivery d ON d.event_id = ev.event_id
       LEFT JOIN winners w ON w.event_id = ev.event_id
       LEFT JOIN mailtrace.provider_lookup l ON l.event_id = ev.event_id
@@ -110,5 +100,5 @@ SELECT *
   FROM verdicts
  -- nothing known yet (no provider record, nothing to infer): no verdict row
  WHERE delivery_status IS NOT NULL
- -- in key order, so 05_apply adds to delivery's primary key sequentially instead of at random
+ -- in key order, so 06_apply adds to delivery's primary key sequentially instead of at random
  ORDER BY event_id
