@@ -63,11 +63,7 @@ WORK_MEM = "64MB"
 # planned for the rows it really holds (10 or 10 million), not for a guess.
 # A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
 ANALYZE_FRACTION = 0.1
-_ANALYZE_AFTER = {
-    "03_affected.sql": "reconcile_affected",
-    "04_events.sql": "reconcile_events",
-    "05_verdict.sql": "reconcile_verdict",
-}
+_ANALYZE_AFTER = {"03_affected.sql": "reconcile_affected", "04_events.sql": "reconcile_events"}
 
 
 def _statements() -> list[tuple[str, str]]:

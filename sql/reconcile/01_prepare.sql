@@ -1,2 +1,2 @@
--- The events whose verdict may change in this run, gathered by the next statements.
-CREATE TEMP TABLE reconcile_affected (event_id text PRIMARY KEY) ON COMMIT DROP
+-- Events whose alias changed in this run (02_aliases.sql); 03_affected.sql adds them to the affected ones.
+CREATE TEMP TABLE reconcile_alias_changed (event_id text NOT NULL) ON COMMIT DROP

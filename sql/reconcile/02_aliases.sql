@@ -2,7 +2,7 @@
 -- logged since the last run, with an overlap; the whole log in a catch-up run): one row for each event
 -- whose references are not already in the form they are matched in. Almost every log row needs none, so
 -- this reads the new rows (through the application's sent_at index) and writes next to nothing.
--- Events whose alias changed are affected: their matches may have changed.
+-- Events whose alias changed are affected (03_affected.sql): their matches may have changed.
 WITH seen AS (
     SELECT e.event_id,
            e.provider,
@@ -37,8 +37,7 @@ removed AS (
         OR (%(catch_up)s AND NOT EXISTS (SELECT 1 FROM mailtrace.event_log e WHERE e.event_id = a.event_id))
     RETURNING a.event_id
 )
-INSERT INTO pg_temp.reconcile_affected (event_id)
+INSERT INTO pg_temp.reconcile_alias_changed (event_id)
 SELECT event_id FROM upserted
-UNION
+UNION ALL
 SELECT event_id FROM removed
-ON CONFLICT DO NOTHING
