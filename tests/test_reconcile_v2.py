@@ -241,3 +241,36 @@ def test_mailtrace_never_indexes_a_relation_it_did_not_create(empty_database_dsn
             (relation,),
         ).fetchone()
     assert indexes == 0
+
+
+def test_ses_message_ids_are_trimmed_but_keep_their_case(warehouse_conn):
+    """SES MessageIds are not UUIDs: white space around one never counts, its letter case does."""
+    from mailtrace.events import ProviderEvent
+    from mailtrace.load import load_provider_events
+
+    for event_id, message_id in (("ses-spaced", " 0100018c-AbC-1 \n"), ("ses-other-case", "0100018C-ABC-2")):
+        warehouse_conn.execute(
+            """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
+                   notification_type, recipient_email, provider, provider_reference, sent_at, local_status)
+               VALUES (%s, 'tax_return', 'TR-1', 'NOC', 'Filer@Example.gov', 'ses', %s, %s, 'SENT')""",
+            (event_id, message_id, NOW - timedelta(minutes=30)),
+        )
+    warehouse_conn.commit()
+    load_provider_events(
+        warehouse_conn,
+        [
+            ProviderEvent(
+                provider="ses",
+                provider_reference=reference,
+                raw_status="Delivery",
+                delivery_status="delivered",
+                event_at=NOW - timedelta(minutes=29),
+                source="test",
+                recipient_email="filer@example.gov",
+            )
+            for reference in ("0100018c-AbC-1", "0100018c-abc-2")
+        ],
+    )
+    summary = reconcile(warehouse_conn, now=NOW)
+    assert verdicts(warehouse_conn) == {"ses-other-case": None, "ses-spaced": "delivered"}
+    assert summary["orphans_seen"] == 1
