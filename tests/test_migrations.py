@@ -1,10 +1,13 @@
 """The schema comes from numbered migrations, applied by one function, idempotently."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from mailtrace.flags import update_flags
+from mailtrace.reconcile import reconcile
 from mailtrace.warehouse import MIGRATIONS_DIR, apply_migrations, list_migrations
 
 
@@ -216,6 +219,20 @@ def test_upgrade_from_version_1_moves_verdicts_and_leaves_the_log_as_the_applica
         with conn.transaction():
             conn.execute((MIGRATIONS_DIR / "013_contract_v2.sql").read_text())
         assert conn.execute("SELECT count(*) FROM mailtrace.delivery").fetchone() == (200,)
+        conn.commit()
+
+        # The pipeline carries on from the copied verdicts: only the look-up's evidence gives a new one
+        # (v1-2 was not found two days after it was sent), and the bounce flags its contact.
+        summary = reconcile(conn, now=datetime(2026, 11, 3, 1, tzinfo=UTC))
+        assert summary["updated"] == 1
+        assert conn.execute(
+            "SELECT delivery_status FROM mailtrace.notification_status WHERE event_id = 'v1-2'"
+        ).fetchone() == ("not_at_provider",)
+        conn.commit()
+        assert update_flags(conn)["set"] == 1
+        assert conn.execute(
+            "SELECT subject_id, failure_reason FROM mailtrace.flagged_address"
+        ).fetchall() == [("STR-1", "invalid_address")]
 
 
 def test_upgrade_gives_up_at_once_when_the_application_holds_its_table(empty_database_dsn):
