@@ -274,3 +274,40 @@ def test_ses_message_ids_are_trimmed_but_keep_their_case(warehouse_conn):
     summary = reconcile(warehouse_conn, now=NOW)
     assert verdicts(warehouse_conn) == {"ses-other-case": None, "ses-spaced": "delivered"}
     assert summary["orphans_seen"] == 1
+
+
+def test_an_unplannable_probe_says_it_cannot_tell_and_the_run_goes_on(empty_database_dsn):
+    """A view whose sent_at is text cannot be probed with a timestamp: a warning, never a failed run."""
+    with psycopg.connect(empty_database_dsn) as conn:
+        conn.execute("CREATE SCHEMA mailtrace")
+        conn.execute(
+            """CREATE TABLE public.log (id text PRIMARY KEY, provider text, ref text, at text, state text)"""
+        )
+        conn.execute(
+            """CREATE VIEW mailtrace.notification_event AS
+               SELECT id AS event_id, 'registration' AS subject_type, id AS subject_id,
+                      'NOC' AS notification_type, 'a@example.gov' AS recipient_email, provider,
+                      ref AS provider_reference,
+                      NULL::text AS client_reference, at::timestamptz AS sent_at, state AS local_status
+                 FROM public.log"""
+        )
+        conn.commit()
+        apply_migrations(conn)
+        conn.execute("DROP VIEW mailtrace.notification_event CASCADE")
+        conn.execute(
+            """CREATE VIEW mailtrace.notification_event AS
+               SELECT id AS event_id, 'registration' AS subject_type, id AS subject_id,
+                      'NOC' AS notification_type, 'a@example.gov' AS recipient_email, provider,
+                      ref AS provider_reference,
+                      NULL::text AS client_reference, at AS sent_at, state AS local_status
+                 FROM public.log"""
+        )
+        conn.commit()
+        warnings = missing_index_warnings(conn, INPUT_LOOKUPS["notification_event"])
+        assert any(
+            w.startswith(
+                "mailtrace.notification_event: cannot tell whether an index serves look-ups by (sent_at)"
+            )
+            for w in warnings
+        ), warnings
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
