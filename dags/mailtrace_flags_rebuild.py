@@ -1,7 +1,7 @@
 """
 ### mailtrace_flags_rebuild
 
-Manual: recompute every invalid-address flag from the event log (`mailtrace.notification_event`) and
+Manual: recompute every invalid-address flag from the verdicts (`mailtrace.delivery`) and
 the contact table, as the incremental `update_address_flags` task of the pipeline would.
 
 After correct incremental runs it finds nothing to change. Use it after repairing data by hand, or to

@@ -9,7 +9,7 @@ Every 15 minutes (never two runs at once): what GC Notify says happened to every
    notification is set aside in `mailtrace.notify_quarantine` and never moves the watermark.
 3. **lookup_open_notifications** – `GET /v2/notifications/{id}` for logged emails still pending or
    unknown that the list walk no longer covers.
-4. **reconcile_event_log** – set `delivery_status` & co. on `mailtrace.notification_event`, record
+4. **reconcile_event_log** – write verdicts into `mailtrace.delivery` (the event log is only read), record
    orphans, mark `not_at_provider` / `send_failed`.
 5. **update_address_flags** – set and clear invalid-address flags.
 6. **check_deliverability** – fail and email `mailtrace_alert_emails` when delivery through Notify

@@ -14,9 +14,9 @@ saying what to fix.
   `mailtrace.resend_request` and returns the chunks.
 * **send_chunk** (one mapped task per chunk) sends through GC Notify, or SES when Variable
   `mailtrace_resend_provider` is `ses`, at `rate_per_minute` overall and records each email in
-  `mailtrace.notification_event`, so delivery is tracked like any notification. A refusal of the whole
-  resend (Notify key revoked, template unknown; SES sender not verified, sandbox) fails it at once,
-  without retries, saying why; fix the cause and clear it.
+  `mailtrace.own_notification_event` (mailtrace's own sends), so delivery is tracked like any notification.
+  A refusal of the whole resend (Notify key revoked, template unknown; SES sender not verified, sandbox)
+  fails it at once, without retries, saying why; fix the cause and clear it.
 * **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
   `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or
   re-triggering) is safe: Notify rows are looked up before sending (and after an ambiguous answer only

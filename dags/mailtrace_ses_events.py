@@ -2,8 +2,8 @@
 ### mailtrace_ses_events
 
 Every 10 minutes drains the Amazon SES event queue (SES -> SNS -> SQS, connection `aws_default`, queue URL
-in Variable `mailtrace_ses_queue_url`) into `mailtrace.provider_event`, then reconciles the verdicts on
-`mailtrace.notification_event` (grace for not_at_provider: `mailtrace_not_at_provider_grace_minutes`).
+in Variable `mailtrace_ses_queue_url`) into `mailtrace.provider_event`, then reconciles the verdicts into
+`mailtrace.delivery` (grace for not_at_provider: `mailtrace_not_at_provider_grace_minutes`).
 
 Accepts SNS-enveloped and raw-delivered messages, configuration-set events (`eventType`) and identity
 notifications (`notificationType`). Each batch of 10 is archived as NDJSON to
@@ -49,7 +49,7 @@ def mailtrace_ses_events():
 
     @task
     def reconcile_verdicts() -> dict:
-        """Apply the new provider history to notification_event (all providers, incremental)."""
+        """Apply the new provider history to the verdicts (mailtrace.delivery; all providers, incremental)."""
         from mailtrace.pipeline import run_reconcile
 
         return run_reconcile()

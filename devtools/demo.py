@@ -274,9 +274,9 @@ def _summary(warehouse_dsn: str, s3_endpoint: str, maildir: Path, sim) -> None:
         print(f"\nWarehouse: {psycopg.conninfo.make_conninfo(**shown)}  (schema mailtrace)")
         rows = conn.execute(
             """SELECT coalesce(delivery_status, '(no verdict)'), coalesce(failure_reason, ''), count(*)
-               FROM mailtrace.notification_event GROUP BY 1, 2 ORDER BY 3 DESC"""
+               FROM mailtrace.notification_status GROUP BY 1, 2 ORDER BY 3 DESC"""
         ).fetchall()
-        print("  notification_event by delivery_status / failure_reason:")
+        print("  notification_status by delivery_status / failure_reason:")
         for status, reason, count in rows:
             print(f"    {status:<18} {reason:<17} {count:>6}")
         for label, query in [

@@ -8,7 +8,7 @@ SELECT count(*)                                                                 
        count(*) FILTER (WHERE local_status = 'SENT'
                           AND (delivery_status IS NULL OR delivery_status = 'not_at_provider')) AS without_receipt,
        count(*) FILTER (WHERE local_status = 'SENT')                                     AS sent_ok
-FROM mailtrace.notification_event
+FROM mailtrace.notification_status
 WHERE provider = %(provider)s
   AND sent_at >= %(window_start)s
   AND sent_at < %(window_end)s

@@ -6,11 +6,13 @@ UNION
 SELECT subject_type, subject_id FROM mailtrace.address_flag WHERE %(full)s
 UNION
 -- subjects whose current address got a notification whose verdict reconcile changed (it stamps
--- delivery_updated_at = now() on every change), whichever subject that notification was about
+-- delivery_updated_at = now() on every change), whichever subject that notification was about.
+-- mailtrace does not index the application's contact by normalised address, so when verdicts changed this
+-- reads the contact relation once (a hash join), not once per address.
 SELECT c.subject_type, c.subject_id
-  FROM mailtrace.notification_event e
-  JOIN mailtrace.contact c ON lower(btrim(c.email)) = lower(btrim(e.recipient_email))
- WHERE NOT %(full)s AND e.delivery_updated_at > %(since)s
+  FROM mailtrace.delivery d
+  JOIN mailtrace.contact c ON lower(btrim(c.email)) = d.recipient_address
+ WHERE NOT %(full)s AND d.delivery_updated_at > %(since)s
 UNION
 SELECT subject_type, subject_id FROM mailtrace.contact
  WHERE NOT %(full)s AND updated_at > %(since)s

@@ -18,14 +18,15 @@ WITH scoped AS (
 ),
 -- Each address is judged once, however many subjects share it (a property manager's address may be the
 -- contact of thousands of registrations), then the verdict is given to each of them.
+-- Read from mailtrace.delivery, which keeps each verdict's normalised recipient address and send time.
 evidence AS (
     SELECT a.email, e.event_id, e.sent_at, e.failure_reason,
            CASE WHEN e.delivery_status IN ('delivered', 'complaint') THEN 'delivered'
                 WHEN e.delivery_status = 'permanent_failure' THEN 'hard'
                 WHEN e.delivery_status = 'temporary_failure' THEN 'soft' END AS kind
       FROM (SELECT DISTINCT email FROM scoped) a
-      LEFT JOIN mailtrace.notification_event e
-        ON lower(btrim(e.recipient_email)) = a.email
+      LEFT JOIN mailtrace.delivery e
+        ON e.recipient_address = a.email
        AND (e.delivery_status IN ('delivered', 'complaint')
             OR (e.delivery_status = 'permanent_failure' AND e.failure_reason IN ('invalid_address', 'suppressed'))
             OR (e.delivery_status = 'temporary_failure' AND e.failure_reason IN ('mailbox_full', 'no_receipt')))

@@ -7,7 +7,7 @@
 SELECT e.event_id,
        nullif(btrim(e.provider_reference), ''),
        CASE WHEN e.provider_reference IS NULL THEN nullif(btrim(e.client_reference), '') END
-FROM mailtrace.notification_event e
+FROM mailtrace.notification_status e
 LEFT JOIN mailtrace.provider_lookup l ON l.event_id = e.event_id
 WHERE e.provider = %(provider)s
   AND e.local_status = 'SENT'

@@ -12,7 +12,7 @@ SELECT e.sent_at,
        e.event_id,
        e.provider_reference,
        e.delivery_detail
-FROM mailtrace.notification_event AS e
+FROM mailtrace.notification_status AS e
 WHERE e.sent_at >= %(period_start)s
   AND e.sent_at < %(period_end)s
   AND e.delivery_status = ANY (%(failed_statuses)s)

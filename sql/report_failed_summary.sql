@@ -6,7 +6,7 @@ SELECT CASE WHEN e.sent_at >= %(period_start)s THEN 'current' ELSE 'previous' EN
        e.delivery_status,
        e.failure_reason,
        count(*) AS failures
-FROM mailtrace.notification_event AS e
+FROM mailtrace.notification_status AS e
 WHERE e.sent_at >= %(previous_start)s
   AND e.sent_at < %(period_end)s
   AND e.delivery_status = ANY (%(failed_statuses)s)

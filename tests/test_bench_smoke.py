@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"throughput", "naive", "incremental", "memory", "resend"}
+SCENARIOS = {"throughput", "naive", "incremental", "memory", "resend", "application_cost"}
 
 
 def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
@@ -46,15 +46,10 @@ def test_tiny_benchmark_run_writes_every_scenario(pg_admin_dsn, tmp_path):
             assert isinstance(row["met"], bool), row
             assert row["target"].split()[0] in ("<=", "<", ">="), row
     floors = {row["measure"].removeprefix("floor: ") for row in results if row["target"] is None}
-    assert len([row for row in results if row["scenario"] == "throughput"]) == 17  # the target and 16 floors
-    assert any(name.startswith("idempotent history + HOT verdict UPDATE") for name in floors), floors
-    assert any(
-        name.startswith("HOT writes at once, plus the ranking: the least a run does") for name in floors
-    )
-    assert any(
-        name.startswith("primary-key-only writes at once, plus the ranking: the least a run does on")
-        for name in floors
-    )
+    throughput = [row for row in results if row["scenario"] == "throughput"]
+    assert len(throughput) == 8  # the two targets and 6 floors
+    assert {row["target"] for row in throughput if row["target"]} == {"<= 4", "<= 1.25"}, throughput
+    assert any(name.startswith("idempotent history + verdicts in their own table") for name in floors), floors
     assert document["config"]["reps"] == 1
     assert document["machine"]["cpus"]
 

@@ -50,7 +50,7 @@ def test_notify_pipeline_dag_run_sets_verdicts(
     assert returncode == 0, log[-3000:]
     assert "up_for_retry" not in log
     (with_verdict,) = warehouse_conn.execute(
-        "SELECT count(*) FROM mailtrace.notification_event WHERE delivery_status IS NOT NULL"
+        "SELECT count(*) FROM mailtrace.notification_status WHERE delivery_status IS NOT NULL"
     ).fetchone()
     (history,) = warehouse_conn.execute("SELECT count(*) FROM mailtrace.provider_event").fetchone()
     assert history >= counts["provider_rows"] - counts["orphans"] > 0

@@ -1,6 +1,6 @@
 """Invalid-address flags (issue 5): set, clear, re-flag, audit history, rebuild = incremental.
 
-Rows go straight into the event log and the contact table with the verdict columns already set, as
+Rows go straight into the event log, the contact table and mailtrace.delivery (the verdicts), as
 reconcile leaves them; `update_flags` / `rebuild_flags` then run against real Postgres.
 """
 
@@ -12,6 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import REPO_ROOT
+from eventlog import insert_logged
+from eventlog import set_verdict as record_verdict
 
 from mailtrace.flags import rebuild_flags, update_flags
 
@@ -36,33 +38,28 @@ def set_contact(conn, email, *, subject=SUBJECT, updated_at=None):
 
 def add_event(conn, event_id, email, sent_at, status, reason=None, *, subject=SUBJECT, verdict_at=None):
     """One notification with its verdict (as reconcile writes it: delivery_updated_at = now())."""
-    conn.execute(
-        """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id, notification_type,
-               recipient_email, provider, provider_reference, sent_at, local_status, delivery_status,
-               failure_reason, delivery_updated_at)
-           VALUES (%(event_id)s, %(type)s, %(id)s, 'NOC', %(email)s, 'gc_notify', %(event_id)s, %(sent_at)s,
-                   'SENT', %(status)s, %(reason)s, coalesce(%(verdict_at)s, now()))""",
+    insert_logged(
+        conn,
         {
             "event_id": event_id,
-            "type": subject[0],
-            "id": subject[1],
-            "email": email,
+            "subject_type": subject[0],
+            "subject_id": subject[1],
+            "notification_type": "NOC",
+            "recipient_email": email,
+            "provider": "gc_notify",
+            "provider_reference": event_id,
             "sent_at": sent_at,
-            "status": status,
-            "reason": reason,
-            "verdict_at": verdict_at,
+            "local_status": "SENT",
+            "delivery_status": status,
+            "failure_reason": reason,
+            "delivery_updated_at": verdict_at,
         },
     )
     conn.commit()
 
 
 def set_verdict(conn, event_id, status, reason=None):
-    conn.execute(
-        """UPDATE mailtrace.notification_event
-              SET delivery_status = %s, failure_reason = %s, delivery_updated_at = now()
-            WHERE event_id = %s""",
-        (status, reason, event_id),
-    )
+    record_verdict(conn, event_id, status, reason)
     conn.commit()
 
 

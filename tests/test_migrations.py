@@ -1,9 +1,14 @@
 """The schema comes from numbered migrations, applied by one function, idempotently."""
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import psycopg
 import pytest
 
-from mailtrace.warehouse import apply_migrations, list_migrations
+from mailtrace.flags import update_flags
+from mailtrace.reconcile import reconcile
+from mailtrace.warehouse import MIGRATIONS_DIR, apply_migrations, list_migrations
 
 
 def _tables(conn):
@@ -47,8 +52,43 @@ def test_later_migration_adds_to_existing_warehouse_without_loss(empty_database_
     assert rows == [("e1", None)]
 
 
-def test_existing_app_tables_are_extended_not_replaced(empty_database_dsn):
-    """The application may have created its event log before mailtrace was installed."""
+APP_COLUMNS = [
+    "event_id",
+    "subject_type",
+    "subject_id",
+    "notification_type",
+    "recipient_email",
+    "provider",
+    "provider_reference",
+    "client_reference",
+    "sent_at",
+    "local_status",
+]
+V1_MIGRATIONS = Path(__file__).parent / "data" / "migrations_v1"
+
+
+def _columns(conn, table):
+    return [
+        row[0]
+        for row in conn.execute(
+            """SELECT attname FROM pg_attribute
+               WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum""",
+            (table,),
+        )
+    ]
+
+
+def _indexes(conn, table):
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid = %s::regclass", (table,)
+        )
+    }
+
+
+def test_existing_app_tables_are_read_not_altered(empty_database_dsn):
+    """The application's event log and contacts exist before mailtrace: migrations leave them as they are."""
     with psycopg.connect(empty_database_dsn) as conn:
         conn.execute("CREATE SCHEMA mailtrace")
         conn.execute(
@@ -59,6 +99,10 @@ def test_existing_app_tables_are_extended_not_replaced(empty_database_dsn):
                    local_status text NOT NULL)"""
         )
         conn.execute(
+            """CREATE TABLE mailtrace.contact (subject_type text, subject_id text, email text,
+                   updated_at timestamptz, PRIMARY KEY (subject_type, subject_id))"""
+        )
+        conn.execute(
             """INSERT INTO mailtrace.notification_event VALUES
                ('e1', 'registration', 'STR-1', 'NOC', 'a@example.gov', 'gc_notify', 'ref', NULL,
                 now(), 'SENT')"""
@@ -66,9 +110,149 @@ def test_existing_app_tables_are_extended_not_replaced(empty_database_dsn):
         conn.commit()
         apply_migrations(conn)
         row = conn.execute(
-            "SELECT event_id, provider_reference, delivery_status FROM mailtrace.notification_event"
+            "SELECT event_id, provider_reference, delivery_status FROM mailtrace.notification_status"
         ).fetchone()
-    assert row == ("e1", "ref", None)
+        assert row == ("e1", "ref", None)
+        assert _columns(conn, "mailtrace.notification_event") == APP_COLUMNS
+        assert _indexes(conn, "mailtrace.notification_event") == {"mailtrace.notification_event_pkey"}
+        assert _indexes(conn, "mailtrace.contact") == {"mailtrace.contact_pkey"}
+        assert conn.execute("SELECT relation FROM mailtrace.created_input").fetchall() == []
+
+
+def test_fresh_install_creates_demo_inputs_with_their_indexes(empty_database_dsn):
+    with psycopg.connect(empty_database_dsn) as conn:
+        apply_migrations(conn)
+        created = {row[0] for row in conn.execute("SELECT relation FROM mailtrace.created_input")}
+        assert created == {"notification_event", "contact"}
+        assert _columns(conn, "mailtrace.notification_event") == APP_COLUMNS
+        assert _indexes(conn, "mailtrace.notification_event") == {
+            "mailtrace.notification_event_pkey",
+            "mailtrace.notification_event_provider_reference_idx",
+            "mailtrace.notification_event_client_reference_idx",
+            "mailtrace.notification_event_sent_at_idx",
+        }
+
+
+def _fill_v1_warehouse(conn):
+    """Rows as version 1 wrote them: verdicts on the event log, a look-up referencing it."""
+    conn.execute(
+        """INSERT INTO mailtrace.notification_event
+               (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+                provider_reference, client_reference, sent_at, local_status, delivery_status,
+                failure_reason, delivery_detail, delivery_updated_at)
+           SELECT 'v1-' || i, 'registration', 'STR-' || i, 'NOC', 'Person' || i || '@Example.gov ',
+                  'gc_notify', 'ref-' || i, NULL, timestamptz '2026-11-01 12:00Z' + i * interval '1 minute',
+                  'SENT',
+                  CASE WHEN i % 3 = 0 THEN 'delivered' WHEN i % 3 = 1 THEN 'permanent_failure' END,
+                  CASE WHEN i % 3 = 1 THEN 'invalid_address' END,
+                  CASE WHEN i % 3 = 1 THEN 'No such address' END,
+                  timestamptz '2026-11-02 00:00Z'
+             FROM generate_series(1, 300) AS i"""
+    )
+    conn.execute(
+        """INSERT INTO mailtrace.provider_lookup (event_id, last_checked_at, found)
+           VALUES ('v1-2', '2026-11-03 00:00Z', false)"""
+    )
+    conn.execute(
+        """INSERT INTO mailtrace.contact (subject_type, subject_id, email, updated_at)
+           VALUES ('registration', 'STR-1', 'person1@example.gov', '2026-10-01 00:00Z')"""
+    )
+    conn.commit()
+
+
+def test_upgrade_from_version_1_moves_verdicts_and_leaves_the_log_as_the_application_had_it(
+    empty_database_dsn,
+):
+    with psycopg.connect(empty_database_dsn) as conn:
+        v1_applied = apply_migrations(conn, V1_MIGRATIONS)
+        assert v1_applied[0] == "001_core.sql" and v1_applied[-1] == "010_flags_by_address.sql"
+        _fill_v1_warehouse(conn)
+        v1_verdicts = conn.execute(
+            """SELECT event_id, delivery_status, failure_reason, delivery_detail, delivery_updated_at
+                 FROM mailtrace.notification_event WHERE delivery_status IS NOT NULL ORDER BY event_id"""
+        ).fetchall()
+        assert len(v1_verdicts) == 200
+
+        applied = apply_migrations(conn)
+
+        assert "013_contract_v2.sql" in applied
+        assert "001_core.sql" not in applied  # its version-1 text counts as applied
+        assert (
+            conn.execute(
+                """SELECT event_id, delivery_status, failure_reason, delivery_detail, delivery_updated_at
+                     FROM mailtrace.delivery ORDER BY event_id"""
+            ).fetchall()
+            == v1_verdicts
+        )
+        assert conn.execute(
+            "SELECT DISTINCT recipient_address FROM mailtrace.delivery WHERE event_id = 'v1-1'"
+        ).fetchall() == [("person1@example.gov",)]
+        assert _columns(conn, "mailtrace.notification_event") == APP_COLUMNS
+        # mailtrace's own indexes and constraints are gone; those CONTRACT.md §1 asks of the log stay
+        assert _indexes(conn, "mailtrace.notification_event") == {
+            "mailtrace.notification_event_pkey",
+            "mailtrace.notification_event_provider_reference_idx",
+            "mailtrace.notification_event_client_reference_idx",
+            "mailtrace.notification_event_sent_at_idx",
+        }
+        assert _indexes(conn, "mailtrace.contact") == {
+            "mailtrace.contact_pkey",
+            "mailtrace.contact_updated_at_idx",
+        }
+        constraints = conn.execute(
+            """SELECT conname FROM pg_constraint
+                WHERE conrelid = 'mailtrace.notification_event'::regclass
+                   OR confrelid = 'mailtrace.notification_event'::regclass"""
+        ).fetchall()
+        assert constraints == [("notification_event_pkey",)]
+        statuses = dict(
+            conn.execute(
+                "SELECT delivery_status, count(*) FROM mailtrace.notification_status GROUP BY 1"
+            ).fetchall()
+        )
+        assert statuses == {"delivered": 100, "permanent_failure": 100, None: 100}
+        (sent,) = conn.execute("SELECT sum(sent) FROM mailtrace.deliverability_daily").fetchone()
+        assert sent == 300
+
+        # Safe to run twice: again through the runner, and the migration's text itself once more.
+        assert apply_migrations(conn) == []
+        with conn.transaction():
+            conn.execute((MIGRATIONS_DIR / "013_contract_v2.sql").read_text())
+        assert conn.execute("SELECT count(*) FROM mailtrace.delivery").fetchone() == (200,)
+        conn.commit()
+
+        # The pipeline carries on from the copied verdicts: only the look-up's evidence gives a new one
+        # (v1-2 was not found two days after it was sent), and the bounce flags its contact.
+        summary = reconcile(conn, now=datetime(2026, 11, 3, 1, tzinfo=UTC))
+        assert summary["updated"] == 1
+        assert conn.execute(
+            "SELECT delivery_status FROM mailtrace.notification_status WHERE event_id = 'v1-2'"
+        ).fetchone() == ("not_at_provider",)
+        conn.commit()
+        assert update_flags(conn)["set"] == 1
+        assert conn.execute(
+            "SELECT subject_id, failure_reason FROM mailtrace.flagged_address"
+        ).fetchall() == [("STR-1", "invalid_address")]
+
+
+def test_upgrade_gives_up_at_once_when_the_application_holds_its_table(empty_database_dsn):
+    """The catalogue changes wait at most lock_timeout behind an application transaction, then fail whole."""
+    with psycopg.connect(empty_database_dsn) as conn, psycopg.connect(empty_database_dsn) as app:
+        apply_migrations(conn, V1_MIGRATIONS)
+        _fill_v1_warehouse(conn)
+        app.execute(
+            """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
+                   notification_type, recipient_email, provider, sent_at, local_status)
+               VALUES ('app-open', 'registration', 'STR-9', 'NOC', 'x@example.gov', 'gc_notify',
+                       now(), 'SENT')"""
+        )  # left uncommitted: the application's transaction holds its row lock on the table
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            apply_migrations(conn)
+        conn.rollback()
+        assert "delivery_status" in _columns(conn, "mailtrace.notification_event")
+        app.commit()
+        assert "013_contract_v2.sql" in apply_migrations(conn)
+        assert conn.execute("SELECT count(*) FROM mailtrace.delivery").fetchone() == (200,)
 
 
 def test_edited_migration_is_refused(empty_database_dsn, tmp_path):

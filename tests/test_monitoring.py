@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventlog import set_verdict
 
 from mailtrace.monitoring import DeliverabilityAlert, Thresholds, check_deliverability
 from mailtrace.pipeline import run_deliverability_check
@@ -12,16 +13,18 @@ NOW = datetime.now(UTC)
 
 def add_events(conn, statuses, *, sent_at=None, local_status="SENT", provider="gc_notify"):
     sent_at = sent_at or NOW - timedelta(hours=5)
-    start = conn.execute("SELECT count(*) FROM mailtrace.notification_event").fetchone()[0]
+    start = conn.execute("SELECT count(*) FROM mailtrace.notification_status").fetchone()[0]
     with conn.cursor() as cur:
         for n, status in enumerate(statuses, start=start):
             cur.execute(
                 """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
                        notification_type, recipient_email, provider, provider_reference, sent_at,
-                       local_status, delivery_status)
-                   VALUES (%s, 'registration', %s, 'NOC', 'p@example.gov', %s, %s, %s, %s, %s)""",
-                (f"e{n}", f"S{n}", provider, f"ref{n}", sent_at, local_status, status),
+                       local_status)
+                   VALUES (%s, 'registration', %s, 'NOC', 'p@example.gov', %s, %s, %s, %s)""",
+                (f"e{n}", f"S{n}", provider, f"ref{n}", sent_at, local_status),
             )
+            if status is not None:
+                set_verdict(cur, f"e{n}", status)
     conn.commit()
 
 

@@ -77,7 +77,7 @@ def sim_row(
 
 def verdict(conn, event_id):
     row = conn.execute(
-        "SELECT delivery_status, failure_reason FROM mailtrace.notification_event WHERE event_id = %s",
+        "SELECT delivery_status, failure_reason FROM mailtrace.notification_status WHERE event_id = %s",
         (event_id,),
     ).fetchone()
     conn.commit()

@@ -322,7 +322,7 @@ def _race_reconcile(dsn: str, count: int, seed: int) -> int:
         found = {
             event_id: (status, reason)
             for event_id, status, reason in conn.execute(
-                "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_event"
+                "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_status"
             )
         }
         orphans = conn.execute("SELECT count(*) FROM mailtrace.orphan_notification").fetchone()[0]

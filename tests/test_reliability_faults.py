@@ -85,7 +85,8 @@ def _figures():
 # small cases, and creating a database per case would cost more than the cases themselves.
 _WAREHOUSE_TABLES = (
     "mailtrace.provider_event, mailtrace.notification_event, mailtrace.pipeline_state, "
-    "mailtrace.orphan_notification, mailtrace.provider_lookup"
+    "mailtrace.orphan_notification, mailtrace.provider_lookup, mailtrace.delivery, "
+    "mailtrace.event_reference_alias"
 )
 
 
@@ -210,7 +211,7 @@ def duplicates(conn) -> int:
 
 def verdicts(conn) -> dict[str, tuple]:
     rows = conn.execute(
-        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_event"
+        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_status"
     ).fetchall()
     conn.commit()
     return {event_id: (status, reason) for event_id, status, reason in rows}

@@ -237,7 +237,7 @@ def snapshot(dsn: str) -> dict:
             ).fetchall(),
             "verdicts": conn.execute(
                 """SELECT event_id, delivery_status, failure_reason, delivery_detail
-                   FROM mailtrace.notification_event ORDER BY event_id"""
+                   FROM mailtrace.notification_status ORDER BY event_id"""
             ).fetchall(),
             "orphans": conn.execute(
                 "SELECT provider_reference, last_status FROM mailtrace.orphan_notification ORDER BY 1"

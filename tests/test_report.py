@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
+from eventlog import insert_logged
 
 import tests.test_mailer as mailer_tests
 from mailtrace import report
@@ -66,11 +67,7 @@ def insert_event(conn, event_id, sent_at, status="permanent_failure", reason="in
         "delivery_detail": "bounced",
         **fields,
     }
-    conn.execute(
-        f"INSERT INTO mailtrace.notification_event ({', '.join(row)}) "
-        f"VALUES ({', '.join('%(' + name + ')s' for name in row)})",
-        row,
-    )
+    insert_logged(conn, row)
     conn.commit()
 
 
@@ -344,15 +341,22 @@ def test_memory_does_not_grow_with_the_number_of_rows(warehouse_conn):
 
     def peak_for(rows: int) -> int:
         warehouse_conn.execute("TRUNCATE mailtrace.notification_event CASCADE")
+        warehouse_conn.execute("TRUNCATE mailtrace.delivery")
         warehouse_conn.execute(
             """INSERT INTO mailtrace.notification_event
                    (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
-                    sent_at, local_status, delivery_status, failure_reason, delivery_detail)
+                    sent_at, local_status)
                SELECT 'm' || n, 'registration', 'R-' || n, 'NOC', 'p' || n || '@example.com', 'ses',
-                      %s::timestamptz + n * interval '1 second', 'SENT', 'permanent_failure',
-                      'invalid_address', repeat('x', 200)
+                      %s::timestamptz + n * interval '1 second', 'SENT'
                FROM generate_series(1, %s) AS n""",
             (WEEK.start, rows),
+        )
+        warehouse_conn.execute(
+            """INSERT INTO mailtrace.delivery
+                   (event_id, delivery_status, failure_reason, delivery_detail, recipient_address, sent_at)
+               SELECT event_id, 'permanent_failure', 'invalid_address', repeat('x', 200),
+                      recipient_email, sent_at
+               FROM mailtrace.notification_event"""
         )
         warehouse_conn.commit()
         with open(os.devnull, "wb") as sink:
@@ -539,7 +543,7 @@ def test_bounce_reconciled_monday_after_the_report_is_listed_the_next_week(
 
     # Monday 06:30: reconcile records the bounce and the flags run sets the flag (recorded_at = now()).
     warehouse_conn.execute(
-        "UPDATE mailtrace.notification_event SET delivery_status = 'permanent_failure', "
+        "UPDATE mailtrace.delivery SET delivery_status = 'permanent_failure', "
         "failure_reason = 'invalid_address' WHERE event_id = 'sunday-notice'"
     )
     insert_flag(
@@ -707,7 +711,7 @@ def test_late_failure_is_mailed_once_as_a_correction_the_next_week(
 
     # Wednesday: Notify's temporary failure for the Sunday notice is reconciled, after the report.
     warehouse_conn.execute(
-        "UPDATE mailtrace.notification_event SET delivery_status = 'temporary_failure', "
+        "UPDATE mailtrace.delivery SET delivery_status = 'temporary_failure', "
         "failure_reason = 'mailbox_full' WHERE event_id = 'late'"
     )
     warehouse_conn.commit()
@@ -787,9 +791,7 @@ def test_large_correction_is_linked_and_fewer_failures_are_said_so(
     build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w02")
     email_report(bucket=s3_bucket, s3_key=WEEK.s3_key, run_id="scheduled__w02")
     # The provider had it after all, and delivered it.
-    warehouse_conn.execute(
-        "UPDATE mailtrace.notification_event SET delivery_status = 'delivered' WHERE event_id = 'b'"
-    )
+    warehouse_conn.execute("UPDATE mailtrace.delivery SET delivery_status = 'delivered' WHERE event_id = 'b'")
     warehouse_conn.commit()
 
     build_report(WEEK, bucket=s3_bucket, run_id="scheduled__w03")

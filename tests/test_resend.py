@@ -116,7 +116,7 @@ def env(warehouse_conn, notify_sim, s3_bucket, aws, monkeypatch):
             return self.conn.execute(
                 """SELECT subject_id, notification_type, recipient_email, provider, provider_reference,
                           client_reference, local_status, event_id
-                   FROM mailtrace.notification_event ORDER BY subject_id, event_id"""
+                   FROM mailtrace.notification_status ORDER BY subject_id, event_id"""
             ).fetchall()
 
     return Env()

@@ -22,6 +22,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from eventlog import insert_logged
 from markupsafe import escape
 
 from mailtrace import report, resend
@@ -74,9 +75,7 @@ def _insert_event(conn, event_id: str, sent_at: datetime, **values) -> None:
         "delivery_detail": "bounced",
         **values,
     }
-    columns = ", ".join(row)
-    placeholders = ", ".join(f"%({name})s" for name in row)
-    conn.execute(f"INSERT INTO mailtrace.notification_event ({columns}) VALUES ({placeholders})", row)  # noqa: S608
+    insert_logged(conn, row)
     conn.commit()
 
 
@@ -312,7 +311,7 @@ def test_sql_looking_values_flow_through_the_pipeline_as_plain_data(
         (SQL_VALUE, "o'brien@example.gov")
     ]
     event = warehouse_conn.execute(
-        "SELECT event_id, delivery_status, delivery_detail FROM mailtrace.notification_event"
+        "SELECT event_id, delivery_status, delivery_detail FROM mailtrace.notification_status"
     ).fetchone()
     assert event[:2] == (SQL_VALUE, "permanent_failure")
     assert "TRUNCATE mailtrace.provider_event" in event[2]

@@ -21,7 +21,7 @@ def event_rows(conn) -> list[tuple]:
     return conn.execute(
         """SELECT event_id, subject_type, subject_id, notification_type, recipient_email, provider,
                   provider_reference, client_reference, sent_at, local_status
-           FROM mailtrace.notification_event ORDER BY event_id"""
+           FROM mailtrace.notification_status ORDER BY event_id"""
     ).fetchall()
 
 
@@ -87,7 +87,7 @@ def test_failed_sends_have_no_provider_reference(warehouse_conn, notify_sim):
     by_status = dict(
         warehouse_conn.execute(
             """SELECT local_status, count(*) FILTER (WHERE provider_reference IS NOT NULL)
-               FROM mailtrace.notification_event GROUP BY local_status"""
+               FROM mailtrace.notification_status GROUP BY local_status"""
         ).fetchall()
     )
     assert set(by_status) == {"SENT", "FAILED"}
@@ -99,7 +99,7 @@ def test_log_spans_the_weeks_and_a_mix_of_types_and_outcomes(warehouse_conn, not
     seeder.seed_event_log(warehouse_conn, notify_sim, subjects=1000, weeks=4, now=NOW)
     oldest, newest, types = warehouse_conn.execute(
         """SELECT min(sent_at), max(sent_at), array_agg(DISTINCT notification_type)
-           FROM mailtrace.notification_event"""
+           FROM mailtrace.notification_status"""
     ).fetchone()
     assert NOW - timedelta(weeks=4) <= oldest < NOW - timedelta(weeks=3)
     assert NOW - timedelta(days=1) < newest <= NOW
@@ -110,7 +110,7 @@ def test_log_spans_the_weeks_and_a_mix_of_types_and_outcomes(warehouse_conn, not
 
     # Some subjects changed address after their old one failed: older events went to the old one.
     changed = warehouse_conn.execute(
-        """SELECT count(DISTINCT e.subject_id) FROM mailtrace.notification_event e
+        """SELECT count(DISTINCT e.subject_id) FROM mailtrace.notification_status e
            JOIN mailtrace.contact c USING (subject_type, subject_id)
            WHERE e.recipient_email <> c.email AND e.sent_at < c.updated_at"""
     ).fetchone()[0]

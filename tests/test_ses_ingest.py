@@ -203,7 +203,8 @@ def test_delivery_then_bounce_reconciles_to_permanent_failure(
     reconcile(warehouse_conn)
 
     verdicts = warehouse_conn.execute(
-        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_event ORDER BY event_id"
+        "SELECT event_id, delivery_status, failure_reason FROM mailtrace.notification_status"
+        " ORDER BY event_id"
     ).fetchall()
     assert verdicts == [("ev-1", "permanent_failure", "invalid_address"), ("ev-2", "delivered", None)]
 
@@ -245,7 +246,7 @@ def test_ses_email_without_any_event_long_after_sending_is_not_at_provider(
 def verdict_of(conn, event_id):
     row = conn.execute(
         """SELECT delivery_status, failure_reason, delivery_detail
-             FROM mailtrace.notification_event WHERE event_id = %s""",
+             FROM mailtrace.notification_status WHERE event_id = %s""",
         (event_id,),
     ).fetchone()
     conn.commit()

@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from eventlog import insert_logged_from
 
 pytestmark = pytest.mark.browser
 
@@ -86,11 +87,11 @@ def chromium():
 def populate(conn) -> None:
     """Two weeks of sends with failures of every kind, and one subject's full history."""
     with conn.transaction():
-        conn.execute(
+        insert_logged_from(
+            conn,
+            """event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+               provider_reference, sent_at, local_status, delivery_status, failure_reason""",
             """
-            INSERT INTO mailtrace.notification_event
-                (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
-                 provider_reference, sent_at, local_status, delivery_status, failure_reason)
             SELECT format('B-%s-%s', d, i), 'registration',
                    format('STR-%s', lpad((1000 + i)::text, 6, '0')),
                    (ARRAY['NOC', 'APPROVAL', 'RENEWAL_REMINDER'])[1 + i % 3],
@@ -114,13 +115,13 @@ def populate(conn) -> None:
                            WHEN 'technical_failure' THEN 'provider_error'
                            WHEN 'not_at_provider' THEN 'unknown'
                        END AS reason) v
-            """
+            """,
         )
-        conn.execute(
+        insert_logged_from(
+            conn,
+            """event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+               provider_reference, sent_at, local_status, delivery_status, failure_reason, delivery_detail""",
             """
-            INSERT INTO mailtrace.notification_event
-                (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
-                 provider_reference, sent_at, local_status, delivery_status, failure_reason, delivery_detail)
             VALUES ('T-1', 'registration', 'STR-000001', 'NOC', %(alice)s, 'gc_notify', 'tn-1',
                     now() - interval '6 days', 'SENT', 'delivered', NULL, NULL),
                    ('T-2', 'registration', 'STR-000001', 'APPROVAL', %(alice)s, 'gc_notify', 'tn-2',

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from eventlog import insert_logged
 from fastapi.testclient import TestClient
 
 from mailtrace.ui import app as ui_app
@@ -31,6 +32,21 @@ def ago(**kwargs) -> datetime:
     return NOW - timedelta(**kwargs)
 
 
+EVENT_COLUMNS = (
+    "event_id",
+    "subject_type",
+    "subject_id",
+    "notification_type",
+    "recipient_email",
+    "provider",
+    "provider_reference",
+    "client_reference",
+    "sent_at",
+    "local_status",
+    "delivery_status",
+    "failure_reason",
+    "delivery_detail",
+)
 EVENTS = [
     # event_id, subject_type, subject_id, type, recipient, provider, provider_ref, client_ref, sent_at,
     # local_status, delivery_status, failure_reason, delivery_detail
@@ -239,14 +255,8 @@ def warehouse(warehouse_conn):
     """A warehouse holding two registrations' histories, an application, flags and reports."""
     conn = warehouse_conn
     with conn.transaction():
-        conn.cursor().executemany(
-            """INSERT INTO mailtrace.notification_event
-                   (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
-                    provider_reference, client_reference, sent_at, local_status, delivery_status,
-                    failure_reason, delivery_detail)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
-            EVENTS,
-        )
+        for event in EVENTS:
+            insert_logged(conn, dict(zip(EVENT_COLUMNS, event, strict=True)))
         conn.cursor().executemany(
             """INSERT INTO mailtrace.provider_event
                    (provider, provider_reference, recipient_email, client_reference, raw_status,
@@ -571,7 +581,7 @@ def test_warehouse_connection_is_read_only(warehouse):
             conn.execute("DELETE FROM mailtrace.notification_event")
     finally:
         dependency.close()
-    assert warehouse.execute("SELECT count(*) FROM mailtrace.notification_event").fetchone()[0] == len(EVENTS)
+    assert warehouse.execute("SELECT count(*) FROM mailtrace.event_log").fetchone()[0] == len(EVENTS)
 
 
 def test_plugin_registers_the_app_and_a_nav_entry():

@@ -24,7 +24,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenario",
         action="append",
-        choices=("throughput", "naive", "incremental", "memory", "resend"),
+        choices=("throughput", "naive", "incremental", "memory", "resend", "application_cost"),
         help="run only this scenario (repeatable); default: all five",
     )
     parser.add_argument("--reps", type=int, default=5, help="repetitions per scenario (default 5)")

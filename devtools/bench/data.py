@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from mailtrace.events import ProviderEvent
-from mailtrace.reconcile import CURSOR_STATE
+from mailtrace.reconcile import CATCH_UP_STATE, CURSOR_STATE, LOG_STATE, LOOKUP_STATE, SES_LINE_STATE
 
 PROVIDER = "gc_notify"
 # (first i % 100 not covered, raw status, delivery_status, failure_reason, detail)
@@ -72,17 +72,15 @@ SELECT 'bench-' || i, 'registration', 'STR-' || i, {SQL_NOTIFICATION_TYPE}, 'per
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 
-# The same events with the verdict a finished reconcile gives them (history built in bulk).
-_INSERT_RECONCILED_EVENTS = f"""
-INSERT INTO mailtrace.notification_event
-    (event_id, subject_type, subject_id, notification_type, recipient_email, provider, provider_reference,
-     client_reference, sent_at, local_status, delivery_status, failure_reason, delivery_detail,
-     delivery_updated_at)
-SELECT 'bench-' || i, 'registration', 'STR-' || i, {SQL_NOTIFICATION_TYPE}, 'person' || i || '@example.gov',
-       '{PROVIDER}', {SQL_PROVIDER_REFERENCE}, 'bench-' || i,
-       %(newest_sent_at)s - make_interval(secs => (%(last)s - i) * %(spacing_seconds)s), 'SENT',
-       {SQL_DELIVERY_STATUS}, {SQL_FAILURE_REASON}, {SQL_DETAIL},
-       %(newest_sent_at)s - make_interval(secs => (%(last)s - i) * %(spacing_seconds)s) + interval '1 minute'
+# The verdicts a finished reconcile gives those events, in mailtrace's own table (history built in bulk).
+_INSERT_RECONCILED_VERDICTS = f"""
+INSERT INTO mailtrace.delivery
+    (event_id, delivery_status, failure_reason, delivery_detail, delivery_updated_at, recipient_address,
+     sent_at)
+SELECT 'bench-' || i, {SQL_DELIVERY_STATUS}, {SQL_FAILURE_REASON}, {SQL_DETAIL},
+       %(newest_sent_at)s - make_interval(secs => (%(last)s - i) * %(spacing_seconds)s) + interval '1 minute',
+       'person' || i || '@example.gov',
+       %(newest_sent_at)s - make_interval(secs => (%(last)s - i) * %(spacing_seconds)s)
 FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS i
 """
 
@@ -155,8 +153,9 @@ def build_reconciled_history(
     """`count` events with their provider history and final verdicts, as years of runs would leave them.
 
     Secondary indexes are dropped while the rows go in and rebuilt after (their definitions are read from
-    the catalogue, so they are exactly the migrations' indexes); the reconcile cursor is set past the
-    history, and the tables are VACUUM ANALYZEd like a warehouse that has been running for a while.
+    the catalogue, so they are exactly the migrations' indexes); the reconcile cursors are set past the
+    history (its catch-up just done), and the tables are VACUUM ANALYZEd like a warehouse that has been
+    running for a while.
     """
     params = {
         "first": 1,
@@ -166,11 +165,12 @@ def build_reconciled_history(
     }
     conn.autocommit = True
     conn.execute("SET maintenance_work_mem = '512MB'")
-    tables = ("notification_event", "provider_event")
+    tables = ("notification_event", "provider_event", "delivery")
     dropped = [index for table in tables for index in _secondary_indexes(conn, f"mailtrace.{table}")]
     for schema, name, _definition in dropped:
         conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    conn.execute(_INSERT_RECONCILED_EVENTS, params)
+    conn.execute(_INSERT_EVENTS, params)
+    conn.execute(_INSERT_RECONCILED_VERDICTS, params)
     conn.execute(_INSERT_PROVIDER_EVENTS, params)
     for _schema, _name, definition in dropped:
         conn.execute(sql.SQL(definition))  # the catalogue's own CREATE INDEX text
@@ -180,6 +180,17 @@ def build_reconciled_history(
            ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value""",
         (CURSOR_STATE,),
     )
+    for name, value in (
+        (LOG_STATE, newest_sent_at),
+        (SES_LINE_STATE, newest_sent_at),
+        (LOOKUP_STATE, newest_sent_at),
+        (CATCH_UP_STATE, newest_sent_at),
+    ):
+        conn.execute(
+            """INSERT INTO mailtrace.pipeline_state (name, value) VALUES (%s, %s)
+               ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value""",
+            (name, value.isoformat()),
+        )
     for table in tables:
         conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier("mailtrace", table)))
     conn.autocommit = False

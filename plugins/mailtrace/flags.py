@@ -1,8 +1,8 @@
 """Invalid-address flags that set and clear themselves (issue 5, CONTRACT.md §3).
 
-A subject's flag is a pure function of the event log and the contact table (the rule is spelled out
-in `sql/flags_verdict.sql`), so the incremental run and a full rebuild run the same statements over a
-different set of subjects and cannot disagree. Each run compares what the rule says with
+A subject's flag is a pure function of the verdicts (`mailtrace.delivery`) and the contact table (the
+rule is spelled out in `sql/flags_verdict.sql`), so the incremental run and a full rebuild run the same
+statements over a different set of subjects and cannot disagree. Each run compares what the rule says with
 `mailtrace.address_flag`, writes one `mailtrace.flag_history` row per flag set or cleared
 (`sql/flags_apply.sql`), and updates the state; a run with nothing new writes nothing.
 
@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from mailtrace.input_indexes import INPUT_LOOKUPS, warn_missing_input_indexes
 from mailtrace.paths import read_sql
 from mailtrace.warehouse import get_state, require_no_open_transaction, set_state
 
@@ -92,6 +93,7 @@ def _run(
     require_no_open_transaction(conn, "rebuild_flags" if full else "update_flags")
     with conn.transaction(force_rollback=dry_run):
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (FLAGS_LOCK,))
+        warn_missing_input_indexes(conn, INPUT_LOOKUPS["contact"])
         (started_at,) = conn.execute("SELECT now()").fetchone()
         cursor = get_state(conn, CURSOR_STATE)
         threshold_text = "off" if threshold is None else str(threshold)

@@ -1,9 +1,21 @@
-"""Reconcile the provider history with the application's event log (CONTRACT.md §2).
+"""Reconcile the provider history with the event log (CONTRACT.md §2).
 
 One transaction, under the load lock: find the events affected since the last run, recompute
-their verdict from their whole provider history, write the ones that changed, and keep the orphan
-table current. The cursor (highest provider_event id processed) commits with the verdicts, so a
-crashed run is simply repeated.
+their verdict from their whole provider history, write the new or changed ones into mailtrace's own
+`mailtrace.delivery`, and keep the orphan table current. The application's log is only read.
+
+The log may be the application's view over its own tables, indexed only as CONTRACT.md §1 asks, so
+reconcile never needs an index of its own on it: provider references are stored normalised, matched to
+the log's column as it is (the application's index), and to the few log rows whose references are not in
+normal form (spaces around them, a Notify id in upper case) through mailtrace's own
+`event_reference_alias`, kept current from the log rows each run reads. Which log rows a run reads: those
+sent since the previous run's newest (`sent_at`, with an overlap for rows that commit late), events with
+new provider rows, new look-up outcomes or an SES silence that just became long enough; and, once per
+`catch_up_every`, the whole log for aliases plus every event still without a verdict, for rows the
+application changed after the overlap had passed.
+
+The cursors (provider_event id, the log's sent_at, look-ups, the SES silence line) commit with the
+verdicts, so a crashed run is simply repeated.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from mailtrace.input_indexes import INPUT_LOOKUPS, warn_missing_input_indexes
 from mailtrace.paths import SQL_DIR
 from mailtrace.warehouse import (
     LOAD_LOCK,
@@ -26,6 +39,15 @@ from mailtrace.warehouse import (
 log = logging.getLogger(__name__)
 
 CURSOR_STATE = "reconcile_cursor"
+LOG_STATE = "reconcile_log_watermark"
+LOOKUP_STATE = "reconcile_lookup_watermark"
+SES_LINE_STATE = "reconcile_ses_silence_line"
+CATCH_UP_STATE = "reconcile_catch_up_at"
+# How far behind each watermark a run reads again: longer than an application transaction stays open
+# between stamping sent_at and committing (or filling in the provider reference).
+DEFAULT_OVERLAP = timedelta(hours=1)
+# How often a run also reads the whole log (aliases, events still without a verdict).
+DEFAULT_CATCH_UP_EVERY = timedelta(days=1)
 DEFAULT_GRACE = timedelta(hours=2)
 # SES cannot be asked about one email, so only silence is evidence that it never had it: no event at all
 # (Send, Delivery, Bounce, DeliveryDelay…) this long after the send. SES retries a delivery for up to
@@ -41,7 +63,7 @@ WORK_MEM = "64MB"
 # planned for the rows it really holds (10 or 10 million), not for a guess.
 # A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
 ANALYZE_FRACTION = 0.1
-_ANALYZE_AFTER = {"01_affected.sql": "reconcile_affected", "02_verdict.sql": "reconcile_verdict"}
+_ANALYZE_AFTER = {"03_affected.sql": "reconcile_affected", "04_events.sql": "reconcile_events"}
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -70,44 +92,75 @@ def _hours(span: timedelta) -> str:
     return f"{hours:g} hours"
 
 
+def _since(value: str | None, overlap: timedelta, first_run: datetime) -> datetime:
+    return datetime.fromisoformat(value) - overlap if value else first_run
+
+
 def reconcile(
     conn: psycopg.Connection,
     *,
     grace: timedelta = DEFAULT_GRACE,
     ses_grace: timedelta = DEFAULT_SES_GRACE,
     open_window: timedelta = DEFAULT_OPEN_WINDOW,
+    overlap: timedelta = DEFAULT_OVERLAP,
+    catch_up_every: timedelta = DEFAULT_CATCH_UP_EVERY,
     now: datetime | None = None,
 ) -> dict[str, int]:
-    """Bring `delivery_status` & co. up to date; return counts of what was done."""
+    """Bring `mailtrace.delivery` up to date; return counts of what was done."""
     require_no_open_transaction(conn, "reconcile")
     now = now or datetime.now(UTC)
     counts: dict[str, int] = {}
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
         tune_bulk_transaction(conn, work_mem=WORK_MEM)
+        warn_missing_input_indexes(conn, INPUT_LOOKUPS["notification_event"])
         cursor = int(get_state(conn, CURSOR_STATE) or 0)
         (high_water,) = conn.execute("SELECT coalesce(max(id), 0) FROM mailtrace.provider_event").fetchone()
+        (newest_sent,) = conn.execute("SELECT max(sent_at) FROM mailtrace.event_log").fetchone()
+        (newest_lookup,) = conn.execute(
+            "SELECT max(last_checked_at) FROM mailtrace.provider_lookup"
+        ).fetchone()
         _refresh_statistics(conn, high_water - cursor)
+        open_since = now - open_window
+        last_catch_up = get_state(conn, CATCH_UP_STATE)
+        catch_up = last_catch_up is None or datetime.fromisoformat(last_catch_up) <= now - catch_up_every
+        log_since = _since(get_state(conn, LOG_STATE), overlap, open_since)
+        ses_silent_before = now - ses_grace
         params = {
             "cursor": cursor,
             "high_water": high_water,
             "grace": grace,
-            "open_since": now - open_window,
-            "ses_silent_before": now - ses_grace,
+            "open_since": open_since,
+            "log_since": log_since,
+            "alias_since": datetime.min.replace(tzinfo=UTC) if catch_up else log_since,
+            "lookups_since": _since(get_state(conn, LOOKUP_STATE), overlap, open_since),
+            "ses_line_since": _since(get_state(conn, SES_LINE_STATE), overlap, open_since),
+            "ses_silent_before": ses_silent_before,
             "ses_grace_text": _hours(ses_grace),
+            "catch_up": catch_up,
         }
         for name, statement in _statements():
             result = conn.execute(statement, params)
             counts[name.removesuffix(".sql")] = result.rowcount
             if name in _ANALYZE_AFTER:
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(_ANALYZE_AFTER[name])))
+        (affected,) = conn.execute("SELECT count(*) FROM pg_temp.reconcile_affected").fetchone()
         set_state(conn, CURSOR_STATE, str(high_water))
+        if newest_sent is not None:
+            # never past now: a row stamped in the future must not make the rows before it look read
+            set_state(conn, LOG_STATE, max(min(newest_sent, now), log_since + overlap).isoformat())
+        if newest_lookup is not None:
+            set_state(conn, LOOKUP_STATE, newest_lookup.isoformat())
+        set_state(conn, SES_LINE_STATE, ses_silent_before.isoformat())
+        if catch_up:
+            set_state(conn, CATCH_UP_STATE, now.isoformat())
     summary = {
         "provider_events": high_water - cursor,
-        "affected": counts["01_affected"],
-        "updated": counts["03_apply"],
-        "orphans_seen": counts["04_orphans"],
-        "orphans_adopted": counts["05_adopted_orphans"],
+        "affected": affected,
+        "updated": counts["06_apply"],
+        "orphans_seen": counts["07_orphans"],
+        "orphans_adopted": counts["08_adopted_orphans"],
+        "catch_up": int(catch_up),
     }
     log.info("reconcile: %s", summary)
     return summary

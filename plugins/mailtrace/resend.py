@@ -1272,7 +1272,7 @@ def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
             {"provider_reference": provider_reference, "reference": row.reference, "sent_at": sent_at},
         )
         conn.execute(
-            """INSERT INTO mailtrace.notification_event
+            """INSERT INTO mailtrace.own_notification_event
                    (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
                     provider_reference, client_reference, sent_at, local_status)
                VALUES (%(reference)s, %(subject_type)s, %(subject_id)s, %(notification_type)s, %(email)s,

@@ -1,65 +1,54 @@
--- Core warehouse schema: the contract tables (CONTRACT.md §1-2) and the pipeline's own tables.
--- Written to be safe on a warehouse where the application already created its tables: every
--- statement is IF NOT EXISTS, so mailtrace only adds what is missing.
+-- Core warehouse schema: the pipeline's own tables, and the application's two input relations
+-- (CONTRACT.md §1) only where they do not exist yet.
+-- Rewritten for contract version 2 (mailtrace reads the application's data and never writes, alters or
+-- indexes it): a warehouse that applied the version-1 text of this file is brought to the same layout by
+-- 013_contract_v2.sql.
 
 CREATE SCHEMA IF NOT EXISTS mailtrace;
 
--- Written by the application (the event log).
-CREATE TABLE IF NOT EXISTS mailtrace.notification_event (
-    event_id          text PRIMARY KEY,
-    subject_type      text        NOT NULL,
-    subject_id        text        NOT NULL,
-    notification_type text        NOT NULL,
-    recipient_email   text        NOT NULL,
-    provider          text        NOT NULL,
-    provider_reference text,
-    client_reference  text,
-    sent_at           timestamptz NOT NULL,
-    local_status      text        NOT NULL
+-- In production the application provides mailtrace.notification_event and mailtrace.contact (tables or
+-- views). Where they are missing (the demo, the tests) mailtrace creates them as plain tables, with the
+-- indexes CONTRACT.md §1 asks for, and records that it did: indexes go only on relations mailtrace created.
+CREATE TABLE IF NOT EXISTS mailtrace.created_input (
+    relation   text PRIMARY KEY,
+    created_at timestamptz NOT NULL DEFAULT now()
 );
-
--- Owned by mailtrace: the provider's verdict, kept current by reconcile.
-ALTER TABLE mailtrace.notification_event
-    ADD COLUMN IF NOT EXISTS delivery_status     text,
-    ADD COLUMN IF NOT EXISTS failure_reason      text,
-    ADD COLUMN IF NOT EXISTS delivery_detail     text,
-    ADD COLUMN IF NOT EXISTS delivery_updated_at timestamptz;
 
 DO $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'notification_event_delivery_status_check') THEN
-        ALTER TABLE mailtrace.notification_event ADD CONSTRAINT notification_event_delivery_status_check
-            CHECK (delivery_status IN ('pending', 'delivered', 'permanent_failure', 'temporary_failure',
-                                       'technical_failure', 'complaint', 'not_at_provider', 'send_failed'));
+    IF to_regclass('mailtrace.notification_event') IS NULL THEN
+        CREATE TABLE mailtrace.notification_event (
+            event_id           text PRIMARY KEY,
+            subject_type       text        NOT NULL,
+            subject_id         text        NOT NULL,
+            notification_type  text        NOT NULL,
+            recipient_email    text        NOT NULL,
+            provider           text        NOT NULL,
+            provider_reference text,
+            client_reference   text,
+            sent_at            timestamptz NOT NULL,
+            local_status       text        NOT NULL
+        );
+        CREATE INDEX notification_event_provider_reference_idx
+            ON mailtrace.notification_event (provider, provider_reference);
+        CREATE INDEX notification_event_client_reference_idx
+            ON mailtrace.notification_event (provider, client_reference);
+        CREATE INDEX notification_event_sent_at_idx
+            ON mailtrace.notification_event (sent_at);
+        INSERT INTO mailtrace.created_input (relation) VALUES ('notification_event');
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conname = 'notification_event_failure_reason_check') THEN
-        ALTER TABLE mailtrace.notification_event ADD CONSTRAINT notification_event_failure_reason_check
-            CHECK (failure_reason IN ('invalid_address', 'suppressed', 'mailbox_full', 'content_rejected',
-                                      'no_receipt', 'provider_error', 'unknown'));
+    IF to_regclass('mailtrace.contact') IS NULL THEN
+        CREATE TABLE mailtrace.contact (
+            subject_type text        NOT NULL,
+            subject_id   text        NOT NULL,
+            email        text        NOT NULL,
+            updated_at   timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (subject_type, subject_id)
+        );
+        CREATE INDEX contact_updated_at_idx ON mailtrace.contact (updated_at);
+        INSERT INTO mailtrace.created_input (relation) VALUES ('contact');
     END IF;
 END $$;
-
-CREATE INDEX IF NOT EXISTS notification_event_provider_reference_idx
-    ON mailtrace.notification_event (provider, provider_reference);
-CREATE INDEX IF NOT EXISTS notification_event_client_reference_idx
-    ON mailtrace.notification_event (provider, client_reference) WHERE provider_reference IS NULL;
-CREATE INDEX IF NOT EXISTS notification_event_sent_at_idx
-    ON mailtrace.notification_event (sent_at);
-CREATE INDEX IF NOT EXISTS notification_event_subject_idx
-    ON mailtrace.notification_event (subject_type, subject_id);
--- Reconcile revisits only events without a final verdict; this keeps that set cheap to find
--- however long the history grows.
-CREATE INDEX IF NOT EXISTS notification_event_open_idx
-    ON mailtrace.notification_event (sent_at)
-    WHERE delivery_status IS NULL OR delivery_status = 'pending';
-
-CREATE TABLE IF NOT EXISTS mailtrace.contact (
-    subject_type text        NOT NULL,
-    subject_id   text        NOT NULL,
-    email        text        NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (subject_type, subject_id)
-);
 
 -- Append-only history of every status a provider reported. One row per distinct observation:
 -- re-reading the same status (overlapping windows, re-runs, SQS redelivery) adds nothing.
@@ -101,7 +90,7 @@ CREATE TABLE IF NOT EXISTS mailtrace.orphan_notification (
 -- Direct look-ups of events the list window no longer covers. A miss (the provider answered
 -- "no such notification") is the evidence behind a not_at_provider verdict.
 CREATE TABLE IF NOT EXISTS mailtrace.provider_lookup (
-    event_id        text PRIMARY KEY REFERENCES mailtrace.notification_event (event_id) ON DELETE CASCADE,
+    event_id        text PRIMARY KEY,
     last_checked_at timestamptz NOT NULL,
     found           boolean     NOT NULL,
     checks          integer     NOT NULL DEFAULT 1

@@ -1,3 +1,5 @@
+-- Rewritten for contract version 2 (the version-1 text also indexed the application's tables; see
+-- 013_contract_v2.sql).
 -- Invalid-address flags (issue 5, CONTRACT.md §3): the current flag per subject, its audit history,
 -- the contract view the examiner dashboard reads and a read-only export for the application.
 -- A flag is a pure function of the event log and the contact table (see sql/flags_verdict.sql), so
@@ -40,13 +42,6 @@ CREATE INDEX IF NOT EXISTS flag_history_subject_idx
     ON mailtrace.flag_history (subject_type, subject_id, id);
 CREATE INDEX IF NOT EXISTS flag_history_recorded_at_idx
     ON mailtrace.flag_history (recorded_at);
-
--- The incremental flags run starts from events whose verdict changed since its cursor and from
--- contacts changed since its cursor; these keep both look-ups cheap however long the log grows.
-CREATE INDEX IF NOT EXISTS notification_event_delivery_updated_at_idx
-    ON mailtrace.notification_event (delivery_updated_at);
-CREATE INDEX IF NOT EXISTS contact_updated_at_idx
-    ON mailtrace.contact (updated_at);
 
 -- CONTRACT.md §3. Joined with the contact table so a row disappears the moment the contact's
 -- address really changes (case and surrounding spaces do not count), even before the next run.

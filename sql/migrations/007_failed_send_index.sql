@@ -1,5 +1,3 @@
--- Reconcile gives every app-side failed send (local_status FAILED) a verdict however old it is;
--- this index finds the ones still without one without scanning the history.
-CREATE INDEX IF NOT EXISTS notification_event_failed_unjudged_idx
-    ON mailtrace.notification_event (event_id)
-    WHERE delivery_status IS NULL AND local_status = 'FAILED';
+-- Rewritten for contract version 2: this index was on the application's notification_event, which
+-- mailtrace no longer indexes. Reconcile finds failed sends without a verdict from its own tables
+-- (see 013_contract_v2.sql).

@@ -11,7 +11,7 @@ SELECT e.event_id,
        e.delivery_detail,
        e.delivery_updated_at,
        count(*) OVER () AS total
-  FROM mailtrace.notification_event e
+  FROM mailtrace.notification_status e
  WHERE e.delivery_status = 'not_at_provider'
    AND e.sent_at >= %(since)s
  ORDER BY e.sent_at DESC, e.event_id

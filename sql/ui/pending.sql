@@ -1,5 +1,6 @@
 -- Delivery page: notifications still without a final verdict (pending or never seen) that were
--- sent before `older_than`, oldest first. Served by notification_event_open_idx.
+-- sent before `older_than`, oldest first. An event without a verdict has no row in mailtrace.delivery, so this
+-- reads the log before `older_than` (mailtrace adds no index to the application's log to avoid that).
 SELECT e.event_id,
        e.subject_type,
        e.subject_id,
@@ -11,7 +12,7 @@ SELECT e.event_id,
        e.delivery_status,
        e.sent_at,
        count(*) OVER () AS total
-  FROM mailtrace.notification_event e
+  FROM mailtrace.notification_status e
  WHERE (e.delivery_status IS NULL OR e.delivery_status = 'pending')
    AND e.sent_at < %(older_than)s
  ORDER BY e.sent_at, e.event_id

@@ -14,7 +14,7 @@ SELECT e.event_id,
        e.failure_reason,
        e.delivery_detail,
        e.delivery_updated_at
-  FROM mailtrace.notification_event e
+  FROM mailtrace.notification_status e
  WHERE e.subject_type = ANY (%(subject_types)s)
    AND e.subject_id = %(subject_id)s
  ORDER BY e.sent_at, e.event_id

@@ -1,23 +1,25 @@
 -- Delivery page, subject look-up: each notification's provider events in the order they happened.
--- Matched exactly as reconcile matches them (sql/reconcile/02_verdict.sql): by provider reference,
--- or by client reference when the send returned none; a multi-recipient message's events only for
+-- Matched exactly as reconcile matches them (sql/reconcile/05_verdict.sql): references normalised, by
+-- provider reference, or by client reference when the send returned none; a multi-recipient message's events only for
 -- this recipient. Unrecognised statuses (delivery_status NULL) are shown too, with their raw value.
 SELECT x.event_id, x.id, x.raw_status, x.delivery_status, x.failure_reason, x.detail,
        x.event_at, x.observed_at, x.source
   FROM (
         SELECT e.event_id, p.id, p.raw_status, p.delivery_status, p.failure_reason, p.detail,
                p.event_at, p.observed_at, p.source
-          FROM mailtrace.notification_event e
+          FROM mailtrace.event_log e
           JOIN mailtrace.provider_event p
-            ON p.provider = e.provider AND p.provider_reference = e.provider_reference
+            ON p.provider = e.provider
+           AND p.provider_reference = mailtrace.reference_key(e.provider, e.provider_reference)
          WHERE e.event_id = ANY (%(event_ids)s)
            AND p.recipient_email IN ('', lower(btrim(e.recipient_email)))
         UNION ALL
         SELECT e.event_id, p.id, p.raw_status, p.delivery_status, p.failure_reason, p.detail,
                p.event_at, p.observed_at, p.source
-          FROM mailtrace.notification_event e
+          FROM mailtrace.event_log e
           JOIN mailtrace.provider_event p
-            ON p.provider = e.provider AND p.client_reference = e.client_reference
+            ON p.provider = e.provider
+           AND p.client_reference = mailtrace.client_reference_key(e.client_reference)
          WHERE e.event_id = ANY (%(event_ids)s)
            AND e.provider_reference IS NULL
            AND p.recipient_email IN ('', lower(btrim(e.recipient_email)))

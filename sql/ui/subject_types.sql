@@ -1,11 +1,11 @@
--- Delivery page, subject look-up: the subject types this subject id exists under. The indexes lead
--- with subject_type, so walk its distinct values (a loose index scan: one index probe per type)
--- and keep those having this id, rather than scanning for the id alone.
+-- Delivery page, subject look-up: the subject types this subject id exists under. Where indexes lead
+-- with subject_type (contact's primary key; the event log if the application indexes it so), walk its
+-- distinct values (a loose index scan: one index probe per type) and keep those having this id.
 WITH RECURSIVE event_types AS (
-    (SELECT e.subject_type FROM mailtrace.notification_event e ORDER BY e.subject_type LIMIT 1)
+    (SELECT e.subject_type FROM mailtrace.event_log e ORDER BY e.subject_type LIMIT 1)
     UNION ALL
     SELECT (SELECT e.subject_type
-              FROM mailtrace.notification_event e
+              FROM mailtrace.event_log e
              WHERE e.subject_type > t.subject_type
              ORDER BY e.subject_type
              LIMIT 1)
@@ -30,7 +30,7 @@ known_types AS (
 )
 SELECT k.subject_type
   FROM known_types k
- WHERE EXISTS (SELECT 1 FROM mailtrace.notification_event e
+ WHERE EXISTS (SELECT 1 FROM mailtrace.event_log e
                 WHERE e.subject_type = k.subject_type AND e.subject_id = %(subject_id)s)
     OR EXISTS (SELECT 1 FROM mailtrace.contact c
                 WHERE c.subject_type = k.subject_type AND c.subject_id = %(subject_id)s)

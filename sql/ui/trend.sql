@@ -7,7 +7,7 @@ SELECT (e.sent_at AT TIME ZONE 'UTC')::date     AS day,
        coalesce(e.delivery_status, 'pending')   AS delivery_status,
        e.failure_reason,
        count(*)                                 AS n
-  FROM mailtrace.notification_event e
+  FROM mailtrace.notification_status e
  WHERE e.local_status <> 'QUEUED'
    AND e.sent_at >= %(since)s
    AND e.sent_at < %(until)s

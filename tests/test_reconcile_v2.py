@@ -1,0 +1,313 @@
+"""Reconcile on the contract-version-2 layout: the event log is only read, verdicts go to mailtrace.delivery.
+
+References the application logged with spaces around them or in another letter case (a Notify id is a
+UUID) are matched on both sides normalised, through mailtrace's own alias table rather than an index on
+the application's table; rows the application logs late, or changes after the fact, are picked up by the
+sent_at overlap and by the periodic catch-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from mailtrace.input_indexes import INPUT_LOOKUPS, missing_index_warnings
+from mailtrace.notify_extract import extract_list
+from mailtrace.providers.gc_notify import NotifyClient
+from mailtrace.reconcile import reconcile
+from mailtrace.warehouse import apply_migrations
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def make_client(sim):
+    return NotifyClient(sim.api_key, sim.base_url, backoff_base=0.01, sleep=lambda _: None)
+
+
+def log_event(
+    conn, event_id, *, provider_reference=None, client_reference=None, sent_at=None, local_status="SENT"
+):
+    conn.execute(
+        """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id, notification_type,
+               recipient_email, provider, provider_reference, client_reference, sent_at, local_status)
+           VALUES (%s, 'registration', %s, 'NOC', 'Person@Example.gov', 'gc_notify', %s, %s, %s, %s)""",
+        (
+            event_id,
+            "STR-" + event_id,
+            provider_reference,
+            client_reference,
+            sent_at or NOW - timedelta(minutes=30),
+            local_status,
+        ),
+    )
+    conn.commit()
+
+
+def sim_row(notification_id, *, status="delivered", reference=None):
+    created_at = NOW - timedelta(minutes=30)
+    return {
+        "id": notification_id,
+        "email_address": "person@example.gov",
+        "status": status,
+        "created_at": created_at,
+        "sent_at": created_at + timedelta(seconds=2),
+        "completed_at": created_at + timedelta(seconds=9),
+        "reference": reference,
+    }
+
+
+def verdicts(conn):
+    rows = conn.execute(
+        "SELECT event_id, delivery_status FROM mailtrace.notification_status ORDER BY event_id"
+    ).fetchall()
+    conn.commit()
+    return dict(rows)
+
+
+def orphans(conn):
+    (count,) = conn.execute("SELECT count(*) FROM mailtrace.orphan_notification").fetchone()
+    conn.commit()
+    return count
+
+
+def test_references_with_spaces_or_upper_case_get_their_verdict_and_leave_no_orphan(
+    warehouse_conn, notify_sim
+):
+    upper, spaced, both = (str(uuid.uuid4()) for _ in range(3))
+    notify_sim.add_notifications(
+        [
+            sim_row(upper, status="delivered"),
+            sim_row(spaced, status="permanent-failure"),
+            sim_row(both, status="delivered"),
+            sim_row(str(uuid.uuid4()), status="delivered", reference="app-ref-7"),
+        ]
+    )
+    log_event(warehouse_conn, "upper", provider_reference=upper.upper())
+    log_event(warehouse_conn, "spaced", provider_reference=f"  {spaced}\t")
+    log_event(warehouse_conn, "client", client_reference=" app-ref-7 ")
+
+    extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+
+    assert verdicts(warehouse_conn) == {
+        "client": "delivered",
+        "spaced": "permanent_failure",
+        "upper": "delivered",
+    }
+    # `both` has no log row yet: the one orphan. Its row then arrives, upper case and padded, and adopts it.
+    assert orphans(warehouse_conn) == 1
+    log_event(warehouse_conn, "both", provider_reference=f" {both.upper()} ")
+    reconcile(warehouse_conn, now=NOW)
+    assert verdicts(warehouse_conn)["both"] == "delivered"
+    assert orphans(warehouse_conn) == 0
+    # The application's values are left as they were logged; the normal forms live in mailtrace's table.
+    aliases = warehouse_conn.execute(
+        "SELECT event_id, provider_reference_key, client_reference_key FROM mailtrace.event_reference_alias"
+        " ORDER BY event_id"
+    ).fetchall()
+    assert aliases == [
+        ("both", both, None),
+        ("client", None, "app-ref-7"),
+        ("spaced", spaced, None),
+        ("upper", upper, None),
+    ]
+    logged = warehouse_conn.execute(
+        "SELECT provider_reference FROM mailtrace.notification_event WHERE event_id = 'upper'"
+    ).fetchone()
+    assert logged == (upper.upper(),)
+
+
+def test_client_references_stay_case_sensitive(warehouse_conn, notify_sim):
+    """The application chooses its own references: only surrounding spaces are ignored, not case."""
+    notify_sim.add_notifications([sim_row(str(uuid.uuid4()), reference="Ref-A")])
+    log_event(warehouse_conn, "other-case", client_reference="ref-a")
+    extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+    assert verdicts(warehouse_conn) == {"other-case": None}
+    assert orphans(warehouse_conn) == 1
+
+
+def test_a_row_logged_late_with_an_old_sent_at_is_judged_by_the_catch_up(warehouse_conn):
+    """Outside the overlap and with no provider record, a failed send is found by the next catch-up run."""
+    log_event(warehouse_conn, "earlier", local_status="FAILED", sent_at=NOW - timedelta(minutes=20))
+    reconcile(warehouse_conn, now=NOW)  # first run: a catch-up; the log's watermark is now "earlier"
+    log_event(warehouse_conn, "recent-failed", local_status="FAILED", sent_at=NOW - timedelta(minutes=5))
+    log_event(warehouse_conn, "old-failed", local_status="FAILED", sent_at=NOW - timedelta(days=3))
+
+    first = reconcile(warehouse_conn, now=NOW + timedelta(minutes=10))
+    assert first["catch_up"] == 0
+    assert verdicts(warehouse_conn) == {
+        "earlier": "send_failed",
+        "old-failed": None,
+        "recent-failed": "send_failed",
+    }
+
+    later = reconcile(warehouse_conn, now=NOW + timedelta(days=1, minutes=1))
+    assert later["catch_up"] == 1
+    assert set(verdicts(warehouse_conn).values()) == {"send_failed"}
+
+
+def test_a_run_with_nothing_new_reads_only_the_overlap(warehouse_conn):
+    """A second run over the same log writes nothing and looks only at the rows inside the overlap."""
+    for n in range(50):
+        log_event(warehouse_conn, f"f{n}", local_status="FAILED", sent_at=NOW - timedelta(days=2, minutes=n))
+    log_event(warehouse_conn, "fresh", local_status="FAILED", sent_at=NOW - timedelta(minutes=1))
+    first = reconcile(warehouse_conn, now=NOW)
+    assert first["updated"] == 51
+    again = reconcile(warehouse_conn, now=NOW + timedelta(minutes=15))
+    assert again == {
+        "provider_events": 0,
+        "affected": 1,  # "fresh", inside the overlap
+        "updated": 0,
+        "orphans_seen": 0,
+        "orphans_adopted": 0,
+        "catch_up": 0,
+    }
+
+
+def _unindexed_app_warehouse(dsn):
+    with psycopg.connect(dsn) as conn:
+        conn.execute("CREATE SCHEMA mailtrace")
+        conn.execute(
+            """CREATE TABLE public.interactions (id text, kind text, ref text, regno text, type text,
+                   email text, channel text, provider_id text, client_ref text, at timestamptz, state text)"""
+        )
+        conn.execute(
+            """CREATE VIEW mailtrace.notification_event AS
+               SELECT id AS event_id, kind AS subject_type, regno AS subject_id, type AS notification_type,
+                      email AS recipient_email, channel AS provider, provider_id AS provider_reference,
+                      client_ref AS client_reference, at AS sent_at, state AS local_status
+                 FROM public.interactions"""
+        )
+        conn.execute(
+            "CREATE TABLE mailtrace.contact"
+            " (subject_type text, subject_id text, email text, updated_at timestamptz)"
+        )
+        conn.commit()
+        apply_migrations(conn)
+
+
+def test_missing_indexes_are_named_through_a_view(empty_database_dsn, caplog):
+    _unindexed_app_warehouse(empty_database_dsn)
+    with psycopg.connect(empty_database_dsn) as conn:
+        warnings = missing_index_warnings(conn, INPUT_LOOKUPS["notification_event"])
+        assert len(warnings) == 4
+        assert all("public.interactions sequentially" in w for w in warnings)
+        assert any("(provider, provider_reference)" in w for w in warnings)
+
+        conn.execute("CREATE INDEX ON public.interactions (channel, provider_id)")
+        conn.execute("CREATE INDEX ON public.interactions (channel, client_ref)")
+        conn.execute("CREATE INDEX ON public.interactions (at)")
+        conn.execute("CREATE UNIQUE INDEX ON public.interactions (id)")
+        conn.commit()
+        assert missing_index_warnings(conn, INPUT_LOOKUPS["notification_event"]) == []
+
+        # Once per run, in the run's log.
+        conn.execute("DROP INDEX public.interactions_at_idx")
+        conn.commit()
+        with caplog.at_level(logging.WARNING, logger="mailtrace.input_indexes"):
+            reconcile(conn, now=NOW)
+        named = [r.getMessage() for r in caplog.records if r.name == "mailtrace.input_indexes"]
+        assert len(named) == 1
+        assert "(sent_at)" in named[0]
+
+
+def test_contact_without_indexes_is_named(empty_database_dsn):
+    _unindexed_app_warehouse(empty_database_dsn)
+    with psycopg.connect(empty_database_dsn) as conn:
+        warnings = missing_index_warnings(conn, INPUT_LOOKUPS["contact"])
+    assert [w.split(" by ")[1].split(" (")[0] for w in warnings] == [
+        "(updated_at)",
+        "(subject_type, subject_id)",
+    ]
+
+
+def test_demo_tables_have_every_index(warehouse_conn):
+    for lookups in INPUT_LOOKUPS.values():
+        assert missing_index_warnings(warehouse_conn, lookups) == []
+
+
+@pytest.mark.parametrize("relation", ["notification_event", "contact"])
+def test_mailtrace_never_indexes_a_relation_it_did_not_create(empty_database_dsn, relation):
+    _unindexed_app_warehouse(empty_database_dsn)
+    with psycopg.connect(empty_database_dsn) as conn:
+        (indexes,) = conn.execute(
+            """SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                WHERE c.relname IN ('interactions', %s) AND c.relnamespace <> 'pg_catalog'::regnamespace""",
+            (relation,),
+        ).fetchone()
+    assert indexes == 0
+
+
+def test_ses_message_ids_are_trimmed_but_keep_their_case(warehouse_conn):
+    """SES MessageIds are not UUIDs: white space around one never counts, its letter case does."""
+    from mailtrace.events import ProviderEvent
+    from mailtrace.load import load_provider_events
+
+    for event_id, message_id in (("ses-spaced", " 0100018c-AbC-1 \n"), ("ses-other-case", "0100018C-ABC-2")):
+        warehouse_conn.execute(
+            """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
+                   notification_type, recipient_email, provider, provider_reference, sent_at, local_status)
+               VALUES (%s, 'tax_return', 'TR-1', 'NOC', 'Filer@Example.gov', 'ses', %s, %s, 'SENT')""",
+            (event_id, message_id, NOW - timedelta(minutes=30)),
+        )
+    warehouse_conn.commit()
+    load_provider_events(
+        warehouse_conn,
+        [
+            ProviderEvent(
+                provider="ses",
+                provider_reference=reference,
+                raw_status="Delivery",
+                delivery_status="delivered",
+                event_at=NOW - timedelta(minutes=29),
+                source="test",
+                recipient_email="filer@example.gov",
+            )
+            for reference in ("0100018c-AbC-1", "0100018c-abc-2")
+        ],
+    )
+    summary = reconcile(warehouse_conn, now=NOW)
+    assert verdicts(warehouse_conn) == {"ses-other-case": None, "ses-spaced": "delivered"}
+    assert summary["orphans_seen"] == 1
+
+
+def test_an_unplannable_probe_says_it_cannot_tell_and_the_run_goes_on(empty_database_dsn):
+    """A view whose sent_at is text cannot be probed with a timestamp: a warning, never a failed run."""
+    with psycopg.connect(empty_database_dsn) as conn:
+        conn.execute("CREATE SCHEMA mailtrace")
+        conn.execute(
+            """CREATE TABLE public.log (id text PRIMARY KEY, provider text, ref text, at text, state text)"""
+        )
+        conn.execute(
+            """CREATE VIEW mailtrace.notification_event AS
+               SELECT id AS event_id, 'registration' AS subject_type, id AS subject_id,
+                      'NOC' AS notification_type, 'a@example.gov' AS recipient_email, provider,
+                      ref AS provider_reference,
+                      NULL::text AS client_reference, at::timestamptz AS sent_at, state AS local_status
+                 FROM public.log"""
+        )
+        conn.commit()
+        apply_migrations(conn)
+        conn.execute("DROP VIEW mailtrace.notification_event CASCADE")
+        conn.execute(
+            """CREATE VIEW mailtrace.notification_event AS
+               SELECT id AS event_id, 'registration' AS subject_type, id AS subject_id,
+                      'NOC' AS notification_type, 'a@example.gov' AS recipient_email, provider,
+                      ref AS provider_reference,
+                      NULL::text AS client_reference, at AS sent_at, state AS local_status
+                 FROM public.log"""
+        )
+        conn.commit()
+        warnings = missing_index_warnings(conn, INPUT_LOOKUPS["notification_event"])
+        assert any(
+            w.startswith(
+                "mailtrace.notification_event: cannot tell whether an index serves look-ups by (sent_at)"
+            )
+            for w in warnings
+        ), warnings
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
