@@ -45,3 +45,13 @@ def test_dev_tools_stay_out_of_the_runtime_lock():
     assert not set(locked) & set(dev)
     assert {"pytest", "pytest-timeout", "ruff", "moto", "aiosmtpd"} <= set(dev)
     assert not {"pytest", "ruff", "moto", "cfn-lint"} & set(locked)
+
+
+def test_the_locked_celery_executor_imports():
+    """The lock's celery must be one the locked provider can import (celery 5.7 dropped a name it uses)."""
+    import subprocess
+    import sys
+
+    probe = "from airflow.providers.celery.executors.celery_executor import CeleryExecutor"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
