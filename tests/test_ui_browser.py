@@ -345,3 +345,71 @@ def test_delivery_nav_entry_opens_the_page_inside_the_airflow_ui(
         f"{api_server}/plugin/delivery",
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def add_dag_run(airflow_home: Path, dag_id: str, state: str, ended_minutes_ago: int) -> None:
+    """A DAG run in the api-server's metadata DB (SQLite here), as the scheduler would leave it."""
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        db.execute(
+            """INSERT INTO dag_run (dag_id, run_id, run_type, state, start_date, end_date, run_after,
+                                    logical_date, clear_number, span_status)
+               VALUES (?, ?, 'scheduled', ?, datetime('now', ?), datetime('now', ?), datetime('now', ?),
+                       datetime('now', ?), 0, 'ended')""",
+            (
+                dag_id,
+                f"scheduled__{dag_id}__{ended_minutes_ago}",
+                state,
+                f"-{ended_minutes_ago + 1} minutes",
+                f"-{ended_minutes_ago} minutes",
+                f"-{ended_minutes_ago + 1} minutes",
+                f"-{ended_minutes_ago + 1} minutes",
+            ),
+        )
+
+
+def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
+    chromium, warehouse_conn, api_server, tmp_path
+):
+    populate(warehouse_conn)
+    with warehouse_conn.transaction():
+        warehouse_conn.execute(
+            "INSERT INTO mailtrace.ses_dead_letter (message_id, body, error) VALUES ('m-1', '{', 'not JSON')"
+        )
+    home = tmp_path / "airflow-home"
+    add_dag_run(home, "mailtrace_notify_pipeline", "success", 5)
+    add_dag_run(home, "mailtrace_ses_events", "failed", 3)
+
+    page = f"{api_server}/mailtrace/"
+    dumped = run_chromium(
+        chromium, tmp_path / "profile-health", "--virtual-time-budget=10000", "--dump-dom", page
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    panel = re.search(r'<div id="health-panel">.*?</section>', dom, re.S)
+    assert panel, "health panel not rendered"
+    text = panel.group(0)
+    assert re.search(r'data-check="dag:mailtrace_notify_pipeline"><span class="lvl lvl-green"', text)
+    assert re.search(r'data-check="dag:mailtrace_ses_events"><span class="lvl lvl-red"', text)
+    assert "newest run failed" in text
+    assert re.search(
+        r'data-check="dead-letters"><span class="lvl lvl-red"[^>]*>failing</span><span>1 SES', text
+    )
+    assert re.search(r'data-check="receipts:gc_notify"><span class="lvl lvl-', text)
+    assert re.search(r'id="health-level"><span class="lvl lvl-red"', dom)
+    assert "[object Object]" not in dom and "Could not load" not in dom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "delivery-health.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-health-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,720",
+        page,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -25,11 +25,24 @@
       (response) => {
         if (response.ok) return response.json();
         return response.json().then(
-          (payload) => Promise.reject(new Error(payload.detail || response.statusText)),
+          (payload) => Promise.reject(new Error(errorText(payload.detail) || response.statusText)),
           () => Promise.reject(new Error(response.status + " " + response.statusText))
         );
       }
     );
+  }
+
+  // FastAPI says what went wrong as a string, or (for a bad parameter) as a list of {loc, msg}.
+  function errorText(detail) {
+    if (!detail) return "";
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) {
+      return detail.map((d) => {
+        const where = (d.loc || []).filter((part) => part !== "query" && part !== "path").join(".");
+        return (where ? where + ": " : "") + (d.msg || JSON.stringify(d));
+      }).join("; ");
+    }
+    return JSON.stringify(detail);
   }
 
   function el(tag, attrs, ...children) {
@@ -108,6 +121,77 @@
 
   function colorFor(key, index) {
     return COLORS[key] || FALLBACK_COLORS[index % FALLBACK_COLORS.length];
+  }
+
+  // ---------------------------------------------------------------- health
+
+  function age(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
+    const s = Math.max(0, seconds);
+    if (s < 90) return Math.round(s) + " s ago";
+    if (s < 90 * 60) return Math.round(s / 60) + " min ago";
+    if (s < 36 * 3600) return (s / 3600).toFixed(1) + " h ago";
+    return (s / 86400).toFixed(1) + " days ago";
+  }
+
+  const LEVEL_WORDS = { green: "OK", amber: "warning", red: "failing", idle: "idle", unknown: "unknown" };
+
+  function level(value) {
+    return el("span", { class: "lvl lvl-" + value, "data-level": value, text: LEVEL_WORDS[value] || value });
+  }
+
+  function healthItem(lvl, name, ...text) {
+    return el("div", { class: "health-item", "data-check": name }, level(lvl), el("span", {}, ...text));
+  }
+
+  const PROVIDER_NAMES = { gc_notify: "GC Notify", ses: "Amazon SES" };
+  const providerName = (p) => PROVIDER_NAMES[p] || p;
+
+  function renderHealth(h) {
+    const dags = h.dags
+      ? h.dags.map((d) => healthItem(d.level, "dag:" + d.dag_id, el("code", { text: d.dag_id }),
+        " last success " + age(d.last_success_age_seconds) +
+        (d.newest_run_state && d.newest_run_state !== "success" ? " · newest run " + d.newest_run_state : "") +
+        (d.schedule_seconds ? "" : " · runs when triggered")))
+      : [healthItem("unknown", "dags", h.dags_error)];
+    const receipts = h.receipts.map((r) => healthItem(r.level, "receipts:" + r.provider,
+      el("strong", { text: providerName(r.provider) }),
+      " newest receipt " + age(r.newest_receipt_age_seconds) +
+      (r.sent_since_newest_receipt ? " · sent since, nothing back yet" : " · nothing sent since") +
+      (r.provider === "gc_notify" ? " · list walked " + age(r.list_watermark_age_seconds) : "")));
+    const checks = h.deliverability.map((d) => healthItem(d.level, "deliverability:" + d.provider,
+      el("strong", { text: providerName(d.provider) }), " ",
+      d.problems.length ? d.problems.join("; ")
+        : d.sent ? (d.delivery_rate === null ? "no verdicts yet" : (d.delivery_rate * 100).toFixed(1) +
+          "% delivered of " + d.with_verdict) + " in the last day"
+          : "nothing sent in the last day"));
+    const s = h.set_aside;
+    const setAside = [
+      healthItem(s.ses_dead_letters.level, "dead-letters", s.ses_dead_letters.count +
+        " SES message(s) that could not be read (mailtrace.ses_dead_letter)" +
+        (s.ses_dead_letters.newest_at ? ", newest " + when(s.ses_dead_letters.newest_at) : "")),
+      healthItem(s.notify_quarantine.level, "quarantine", s.notify_quarantine.count +
+        " GC Notify notification(s) set aside (mailtrace.notify_quarantine)" +
+        (s.notify_quarantine.newest_at ? ", newest " + when(s.notify_quarantine.newest_at) : "")),
+      ...s.orphans.map((o) => healthItem(o.level, "orphans:" + o.provider, o.count + " " + providerName(o.provider) +
+        " notification(s) with no email in the log (orphans)")),
+    ];
+    const warnings = h.warnings.length
+      ? h.warnings.map((w) => healthItem(w.level, "warning", w.message))
+      : [healthItem("green", "warning", "every source index the pipeline needs is there")];
+    document.getElementById("health-level").replaceChildren(level(h.level));
+    document.getElementById("health-checked").textContent = "checked " + when(h.checked_at);
+    return el("div", { class: "health-grid", "data-level": h.level },
+      el("div", {}, el("h3", { text: "DAG runs" }), dags),
+      el("div", {}, el("h3", { text: "Receipts from providers" }), receipts),
+      el("div", {}, el("h3", { text: "Deliverability check (now)" }), checks),
+      el("div", {}, el("h3", { text: "Set aside" }), setAside),
+      el("div", {}, el("h3", { text: "Pipeline warnings" }), warnings));
+  }
+
+  function loadHealth() {
+    return api("health").then((h) => fill("health-panel", renderHealth(h)),
+      (error) => failed("health-panel", error));
   }
 
   // ---------------------------------------------------------------- trend chart
@@ -362,7 +446,7 @@
     lookup(document.getElementById("subject-input").value);
   });
 
-  const loads = [loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports()];
+  const loads = [loadHealth(), loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports()];
   if (body.dataset.subject) loads.push(lookup(body.dataset.subject, false));
   Promise.allSettled(loads).then(() => body.setAttribute("data-loaded", "true"));
 })();

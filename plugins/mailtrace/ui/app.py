@@ -19,7 +19,7 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailtrace.paths import TEMPLATES_DIR
-from mailtrace.ui import data
+from mailtrace.ui import data, health
 from mailtrace.ui.auth import Viewer, get_viewer, login_url
 from mailtrace.ui.masking import mask
 from mailtrace.warehouse import connect
@@ -107,6 +107,10 @@ def build_router() -> APIRouter:
     @router.get("/api/me")
     def me(viewer: ViewerDep) -> dict[str, Any]:
         return {"user": viewer.name, "full_addresses": viewer.full_addresses}
+
+    @router.get("/api/health")
+    def pipeline_health(conn: WarehouseDep) -> dict[str, Any]:
+        return health.health(conn)
 
     @router.get("/api/trend")
     def trend(conn: WarehouseDep, days: Days = DEFAULT_DAYS) -> dict[str, Any]:
