@@ -413,3 +413,75 @@ def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
         page,
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def add_ses_sends(conn) -> None:
+    """A week of SES sends: 6 % bounces (above SES's 5 % limit), 1 complaint in 100 a day."""
+    insert_logged_from(
+        conn,
+        """event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+           provider_reference, sent_at, local_status, delivery_status, failure_reason""",
+        """
+        SELECT format('SES-%s-%s', d, i), 'tax_return', format('TR-%s-%s', d, i), 'NOC',
+               format('payer%s@example.gov', i), 'ses', format('ses-%s-%s', d, i),
+               date_trunc('day', now()) - make_interval(days => d) + interval '1 minute' * i, 'SENT',
+               CASE WHEN i <= 6 THEN 'permanent_failure' WHEN i = 7 THEN 'complaint' ELSE 'delivered' END,
+               CASE WHEN i <= 6 THEN 'invalid_address' END
+          FROM generate_series(1, 6) AS d, generate_series(1, 100) AS i
+        """,
+    )
+
+
+def test_trend_splits_providers_and_draws_reputation_limits(chromium, warehouse_conn, api_server, tmp_path):
+    populate(warehouse_conn)
+    with warehouse_conn.transaction():
+        add_ses_sends(warehouse_conn)
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-trend",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        f"{api_server}/mailtrace/",
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dom, re.S).group(0)
+    assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="gc_notify"', chart)
+    assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="ses"', chart)
+    # Rates run 85-94 %: the axis starts well above 0 %.
+    assert float(re.search(r'data-rate-min="([\d.]+)"', chart).group(1)) >= 0.5
+    bounce = re.search(r'<svg[^>]*id="bounce-chart".*?</svg>', dom, re.S).group(0)
+    assert re.search(r'class="threshold"[^>]*data-provider="ses" data-value="0.05"', bounce)
+    assert "Amazon SES limit 5%" in bounce
+    complaint = re.search(r'<svg[^>]*id="complaint-chart".*?</svg>', dom, re.S).group(0)
+    assert re.search(r'class="threshold"[^>]*data-provider="ses" data-value="0.001"', complaint)
+    assert "Amazon SES limit 0.1%" in complaint
+    assert re.search(r'<path class="reputation-line" d="M[^"]+"[^>]*data-provider="ses"', complaint)
+
+    # The URL carries the view: one provider over 7 days, read on load.
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-trend-ses",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        f"{api_server}/mailtrace/?provider=ses&days=7",
+    )
+    chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dumped.stdout, re.S).group(0)
+    assert 'data-days="7"' in chart
+    assert 'data-provider="ses"' in chart and 'data-provider="gc_notify"' not in chart
+
+
+def test_empty_warehouse_says_no_data_in_dark_mode(chromium, warehouse_conn, api_server, tmp_path):
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-empty",
+        "--virtual-time-budget=10000",
+        "--blink-settings=preferredColorScheme=0",
+        "--dump-dom",
+        f"{api_server}/mailtrace/",
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    assert re.search(r'id="trend-empty"[^>]*>No data: nothing was sent from \d{4}-\d\d-\d\d to', dom)
+    assert 'id="trend-chart"' not in dom  # no axes with made-up labels
+    assert 'data-theme="dark"' in dom

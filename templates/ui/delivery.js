@@ -4,6 +4,39 @@
   "use strict";
 
   const body = document.body;
+
+  // Airflow's colour mode wins over the system preference: its UI (same origin) puts class "dark" or
+  // "light" on its <html> and keeps the choice in localStorage "theme" ("light", "dark" or "system").
+  function airflowDocument() {
+    try {
+      return window.parent !== window ? window.parent.document.documentElement : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function applyTheme() {
+    const framing = airflowDocument();
+    let mode = null;
+    if (framing && framing.classList.contains("dark")) mode = "dark";
+    else if (framing && framing.classList.contains("light")) mode = "light";
+    else {
+      try {
+        mode = window.localStorage.getItem("theme");
+      } catch (error) {
+        mode = null;
+      }
+    }
+    document.documentElement.classList.toggle("theme-dark", mode === "dark");
+    document.documentElement.classList.toggle("theme-light", mode === "light");
+    const dark = mode === "dark" || (mode !== "light" && window.matchMedia("(prefers-color-scheme: dark)").matches);
+    document.documentElement.dataset.theme = dark ? "dark" : "light";
+  }
+  applyTheme();
+  window.addEventListener("storage", applyTheme);
+  if (airflowDocument()) {
+    new MutationObserver(applyTheme).observe(airflowDocument(), { attributes: true, attributeFilter: ["class"] });
+  }
   const BASE = body.dataset.base || "";
   const SVG_NS = "http://www.w3.org/2000/svg";
   const COLORS = {
@@ -123,6 +156,51 @@
     return COLORS[key] || FALLBACK_COLORS[index % FALLBACK_COLORS.length];
   }
 
+  // ---------------------------------------------------------------- shareable URL
+
+  // The page's URL carries what is shown (subject, trend window, list filters), so a view can be shared.
+  // Inside the Airflow UI the page is framed: the URL in the address bar (the frame's parent, same origin)
+  // follows too, and is read on load when the frame's own URL has no state.
+  const STATE_FIELDS = {
+    days: "trend-days", provider: "trend-provider", since: "trend-since", until: "trend-until",
+    stack: "trend-stack", pending_hours: "pending-hours",
+  };
+  const state = new URLSearchParams(window.location.search);
+
+  function framedBy() {
+    try {
+      return window.parent !== window && window.parent.location.origin === window.location.origin ? window.parent : null;
+    } catch (error) {
+      return null;
+    }
+  }
+
+  function restoreState() {
+    const parent = framedBy();
+    if (![...state.keys()].length && parent) {
+      new URLSearchParams(parent.location.search).forEach((v, k) => state.set(k, v));
+    }
+    Object.entries(STATE_FIELDS).forEach(([key, id]) => {
+      const value = state.get(key);
+      const field = document.getElementById(id);
+      if (value !== null && field && [...(field.options || [{ value }])].some((o) => o.value === value)) field.value = value;
+    });
+  }
+
+  function saveState(changes) {
+    Object.entries(STATE_FIELDS).forEach(([key, id]) => {
+      const value = document.getElementById(id).value;
+      const unused = (key === "since" || key === "until") && document.getElementById("trend-days").value !== "custom";
+      if (value && !unused) state.set(key, value);
+      else state.delete(key);
+    });
+    Object.entries(changes || {}).forEach(([k, v]) => (v ? state.set(k, v) : state.delete(k)));
+    const query = state.toString() ? "?" + state.toString() : "";
+    window.history.replaceState(null, "", window.location.pathname + query);
+    const parent = framedBy();
+    if (parent) parent.history.replaceState(parent.history.state, "", parent.location.pathname + query);
+  }
+
   // ---------------------------------------------------------------- health
 
   function age(seconds) {
@@ -197,95 +275,186 @@
   // ---------------------------------------------------------------- trend chart
 
   let trendData = null;
+  const PROVIDER_COLORS = { gc_notify: "#2f855a", ses: "#2b6cb0" };
+  const providerColor = (p, i) => PROVIDER_COLORS[p] || FALLBACK_COLORS[i % FALLBACK_COLORS.length];
+
+  function percent(value, places) {
+    return (value * 100).toFixed(places) + "%";
+  }
+
+  // Integer ticks for counts: 0 and a few round steps up to (at least) max; never "1, 1, 0".
+  function countTicks(max) {
+    if (max <= 4) return Array.from({ length: Math.max(1, max) + 1 }, (_, i) => i);
+    const raw = max / 4;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw);
+    const ticks = [];
+    for (let t = 0; t < max + step; t += step) ticks.push(t);
+    return ticks;
+  }
+
+  // A rate axis scaled to the values (and any threshold to draw), in round steps.
+  function rateAxis(values, floorAtZero) {
+    const known = values.filter((v) => v !== null && v !== undefined);
+    if (!known.length) return { lo: 0, hi: 1 };
+    let lo = floorAtZero ? 0 : Math.min(...known);
+    let hi = Math.max(...known);
+    const span = Math.max(hi - lo, hi * 0.2, 0.0001);
+    const magnitude = Math.pow(10, Math.floor(Math.log10(span / 4)));
+    const step = [1, 2, 5, 10].map((m) => m * magnitude).find((x) => x >= span / 4);
+    lo = floorAtZero ? 0 : Math.max(0, Math.floor((lo - step / 2) / step) * step);
+    hi = Math.min(1, Math.ceil((hi + step / 2) / step) * step);
+    if (hi <= lo) hi = Math.min(1, lo + step);
+    return { lo, hi };
+  }
+
+  function axisPlaces(lo, hi) {
+    const span = (hi - lo) * 100;
+    return span >= 10 ? 0 : span >= 1 ? 1 : span >= 0.1 ? 2 : 3;
+  }
+
+  function dayLabels(chart, days, x, y) {
+    const every = Math.max(1, Math.ceil(days.length / 10));
+    days.forEach((d, i) => {
+      if (i % every && i !== days.length - 1) return;
+      chart.append(svg("text", { x: x(i).toFixed(1), y, "text-anchor": "middle", "font-size": 11 }, d.day.slice(5)));
+    });
+  }
 
   function drawTrend() {
     const stack = document.getElementById("trend-stack").value;
     const field = stack === "reason" ? "failures_by_reason" : "failures_by_status";
     const days = trendData.days;
+    const providers = trendData.providers.filter((p) => p.days.some((d) => d.sent));
     const keys = [...new Set(days.flatMap((d) => Object.keys(d[field])))].sort();
+    const totals = days.reduce((a, d) => ({ sent: a.sent + d.sent, delivered: a.delivered + d.delivered,
+      pending: a.pending + d.pending, failed: a.failed + d.failed }), { sent: 0, delivered: 0, pending: 0, failed: 0 });
+    const decided = totals.sent - totals.pending;
+    const range = trendData.since + " to " + trendData.until + " (" + trendData.timezone + ")";
+    document.getElementById("trend-summary").textContent = range + ": " + totals.sent + " sent, " + totals.failed +
+      " failed, " + totals.pending + " pending" + (decided ? ", " + percent(totals.delivered / decided, 2) + " delivered" : "");
+    if (!totals.sent) {
+      fill("trend-chart-holder", el("p", { class: "empty", id: "trend-empty",
+        text: "No data: nothing was sent " + (trendData.provider ? "through " + providerName(trendData.provider) + " " : "") +
+          "from " + trendData.since + " to " + trendData.until + "." }));
+      document.getElementById("trend-legend").replaceChildren();
+      fill("reputation-holder", el("span"));
+      return;
+    }
 
-    const W = 1000, H = 330, left = 52, right = 52, top = 14, rateH = 120, gap = 34, barH = 120;
-    const plotW = W - left - right;
-    const step = plotW / days.length;
+    const W = 1000, H = 330, left = 60, right = 60, top = 14, rateH = 120, gap = 34, barH = 120;
+    const step = (W - left - right) / days.length;
+    const x = (i) => left + i * step + step / 2;
     const barTop = top + rateH + gap;
-    const maxFailed = Math.max(1, ...days.map((d) => d.failed));
+    const ticks = countTicks(Math.max(...days.map((d) => d.failed)));
+    const maxFailed = ticks[ticks.length - 1];
+    const axis = rateAxis(providers.flatMap((p) => p.days.map((d) => d.delivery_rate)), false);
+    const rateY = (r) => top + rateH * (1 - (r - axis.lo) / (axis.hi - axis.lo));
+    const places = axisPlaces(axis.lo, axis.hi);
     const chart = svg("svg", {
       id: "trend-chart", viewBox: "0 0 " + W + " " + H, role: "img", "data-days": days.length,
-      "aria-label": "Daily delivery rate and failures",
+      "data-rate-min": axis.lo.toFixed(4), "data-rate-max": axis.hi.toFixed(4),
+      "aria-label": "Daily delivery rate per provider and failures",
     });
-    chart.append(svg("title", {}, "Daily delivery rate (top) and failures by " + stack + " (bottom)"));
+    chart.append(svg("title", {}, "Daily delivery rate per provider (top) and failures by " + stack + " (bottom)"));
 
-    // Axes and grid.
     [0, 0.5, 1].forEach((f) => {
-      const y = top + rateH * (1 - f);
-      chart.append(svg("line", { x1: left, x2: W - right, y1: y, y2: y, stroke: "#e2e8f0" }));
-      chart.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end", "font-size": 11, fill: "#616e7c" },
-        Math.round(f * 100) + "%"));
+      const r = axis.lo + (axis.hi - axis.lo) * f;
+      chart.append(svg("line", { class: "grid", x1: left, x2: W - right, y1: rateY(r), y2: rateY(r) }));
+      chart.append(svg("text", { class: "rate-tick", x: left - 6, y: rateY(r) + 4, "text-anchor": "end", "font-size": 11 },
+        percent(r, places)));
     });
-    [0, 0.5, 1].forEach((f) => {
-      const y = barTop + barH * (1 - f);
-      chart.append(svg("line", { x1: left, x2: W - right, y1: y, y2: y, stroke: "#e2e8f0" }));
-      chart.append(svg("text", { x: left - 6, y: y + 4, "text-anchor": "end", "font-size": 11, fill: "#616e7c" },
-        String(Math.round(f * maxFailed))));
+    ticks.forEach((t) => {
+      const y = barTop + barH * (1 - t / maxFailed);
+      chart.append(svg("line", { class: "grid", x1: left, x2: W - right, y1: y, y2: y }));
+      chart.append(svg("text", { class: "count-tick", x: left - 6, y: y + 4, "text-anchor": "end", "font-size": 11 }, String(t)));
     });
-    chart.append(svg("text", { x: W - right + 6, y: top + 10, "font-size": 11, fill: "#2f855a" }, "rate"));
-    chart.append(svg("text", { x: W - right + 6, y: barTop + 10, "font-size": 11, fill: "#c53030" }, "failed"));
+    chart.append(svg("text", { x: W - right + 6, y: top + 10, "font-size": 11 }, "delivered"));
+    chart.append(svg("text", { x: W - right + 6, y: barTop + 10, "font-size": 11 }, "failed"));
 
-    // Stacked failure bars.
     const barW = Math.max(1, step * 0.7);
     days.forEach((d, i) => {
       let y = barTop + barH;
-      const x = left + i * step + (step - barW) / 2;
       keys.forEach((key, k) => {
         const n = d[field][key] || 0;
         if (!n) return;
         const h = (n / maxFailed) * barH;
         y -= h;
-        chart.append(svg("rect", { class: "bar", x: x.toFixed(1), y: y.toFixed(1), width: barW.toFixed(1),
+        chart.append(svg("rect", { class: "bar", x: (x(i) - barW / 2).toFixed(1), y: y.toFixed(1), width: barW.toFixed(1),
           height: Math.max(h, 0.5).toFixed(1), fill: colorFor(key, k), "data-key": key, "data-day": d.day },
         svg("title", {}, d.day + " " + key.replace(/_/g, " ") + ": " + n)));
       });
     });
 
-    // Delivery-rate line (gaps where a day has no final verdicts).
-    let path = "";
-    let pen = false;
-    days.forEach((d, i) => {
-      if (d.delivery_rate === null) { pen = false; return; }
-      const x = left + i * step + step / 2;
-      const y = top + rateH * (1 - d.delivery_rate);
-      path += (pen ? "L" : "M") + x.toFixed(1) + " " + y.toFixed(1) + " ";
-      pen = true;
-      chart.append(svg("circle", { class: "rate-point", cx: x.toFixed(1), cy: y.toFixed(1), r: 2.5, fill: "#2f855a" },
-        svg("title", {}, d.day + ": " + (d.delivery_rate * 100).toFixed(2) + "% delivered of " +
-          (d.sent - d.pending) + " with a verdict (" + d.sent + " sent, " + d.failed + " failed)")));
+    // One delivery-rate line per provider (gaps where a day has no final verdicts).
+    providers.forEach((p, pi) => {
+      const color = providerColor(p.provider, pi);
+      let path = "";
+      let pen = false;
+      const points = [];
+      p.days.forEach((d, i) => {
+        if (d.delivery_rate === null) { pen = false; return; }
+        const y = rateY(d.delivery_rate);
+        path += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y.toFixed(1) + " ";
+        pen = true;
+        points.push(svg("circle", { class: "rate-point", cx: x(i).toFixed(1), cy: y.toFixed(1), r: 2.5, fill: color },
+          svg("title", {}, providerName(p.provider) + " " + d.day + ": " + percent(d.delivery_rate, 2) +
+            " delivered of " + (d.sent - d.pending) + " with a verdict (" + d.sent + " sent, " + d.failed + " failed)")));
+      });
+      if (path) chart.append(svg("path", { class: "rate-line", d: path.trim(), fill: "none", stroke: color,
+        "stroke-width": 2, "data-provider": p.provider }));
+      points.forEach((point) => chart.append(point));
     });
-    if (path) {
-      chart.insertBefore(svg("path", { class: "rate-line", d: path.trim(), fill: "none", stroke: "#2f855a",
-        "stroke-width": 2 }), chart.querySelector("circle"));
-    }
-
-    // Day labels: about ten, always the last.
-    const every = Math.max(1, Math.ceil(days.length / 10));
-    days.forEach((d, i) => {
-      if (i % every && i !== days.length - 1) return;
-      chart.append(svg("text", { x: (left + i * step + step / 2).toFixed(1), y: H - 4, "text-anchor": "middle",
-        "font-size": 11, fill: "#616e7c" }, d.day.slice(5)));
-    });
+    dayLabels(chart, days, x, H - 4);
 
     fill("trend-chart-holder", chart);
-    const legend = document.getElementById("trend-legend");
-    legend.replaceChildren(
-      el("span", { text: "delivery rate", style: "--swatch:#2f855a" }),
+    document.getElementById("trend-legend").replaceChildren(
+      ...providers.map((p, pi) => el("span", { text: providerName(p.provider) + " delivery rate",
+        style: "--swatch:" + providerColor(p.provider, pi) })),
       ...keys.map((key, k) => el("span", { text: key.replace(/_/g, " "), style: "--swatch:" + colorFor(key, k) }))
     );
+    fill("reputation-holder", el("div", { class: "reputation" },
+      reputationChart("bounce-chart", "Bounce rate (permanent failures)", "bounce_rate", providers, days),
+      reputationChart("complaint-chart", "Complaint rate", "complaint_rate", providers, days)));
+  }
 
-    const totals = days.reduce((a, d) => ({ sent: a.sent + d.sent, delivered: a.delivered + d.delivered,
-      pending: a.pending + d.pending, failed: a.failed + d.failed }), { sent: 0, delivered: 0, pending: 0, failed: 0 });
-    const decided = totals.sent - totals.pending;
-    document.getElementById("trend-summary").textContent = trendData.since + " to " + trendData.until + ": " +
-      totals.sent + " sent, " + totals.failed + " failed, " + totals.pending + " pending" +
-      (decided ? ", " + ((totals.delivered / decided) * 100).toFixed(2) + "% delivered" : "");
+  // A provider's bounce or complaint rate per day with the limit it enforces drawn as a dashed line.
+  function reputationChart(id, title, field, providers, days) {
+    const W = 490, H = 170, left = 56, right = 10, top = 10, plotH = 130;
+    const step = (W - left - right) / days.length;
+    const x = (i) => left + i * step + step / 2;
+    const limits = providers.filter((p) => p.thresholds).map((p) => ({ provider: p.provider, value: p.thresholds[field] }));
+    const axis = rateAxis([...providers.flatMap((p) => p.days.map((d) => d[field])), ...limits.map((l) => l.value)], true);
+    const y = (r) => top + plotH * (1 - r / axis.hi);
+    const places = axisPlaces(0, axis.hi);
+    const chart = svg("svg", { id, viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": title,
+      "data-rate-max": axis.hi.toFixed(5) });
+    chart.append(svg("title", {}, title));
+    [0, 0.5, 1].forEach((f) => {
+      const r = axis.hi * f;
+      chart.append(svg("line", { class: "grid", x1: left, x2: W - right, y1: y(r), y2: y(r) }));
+      chart.append(svg("text", { x: left - 6, y: y(r) + 4, "text-anchor": "end", "font-size": 11 }, percent(r, places)));
+    });
+    limits.forEach((l) => {
+      chart.append(svg("line", { class: "threshold", x1: left, x2: W - right, y1: y(l.value), y2: y(l.value),
+        stroke: "#c53030", "stroke-dasharray": "6 4", "data-provider": l.provider, "data-value": l.value }));
+      chart.append(svg("text", { class: "threshold-label", x: W - right - 4, y: y(l.value) - 4, "text-anchor": "end",
+        "font-size": 11 }, providerName(l.provider) + " limit " + percent(l.value, l.value < 0.01 ? 1 : 0)));
+    });
+    providers.forEach((p, pi) => {
+      const color = providerColor(p.provider, pi);
+      let path = "";
+      let pen = false;
+      p.days.forEach((d, i) => {
+        if (d[field] === null) { pen = false; return; }
+        path += (pen ? "L" : "M") + x(i).toFixed(1) + " " + y(d[field]).toFixed(1) + " ";
+        pen = true;
+      });
+      if (path) chart.append(svg("path", { class: "reputation-line", d: path.trim(), fill: "none", stroke: color,
+        "stroke-width": 2, "data-provider": p.provider }));
+    });
+    dayLabels(chart, days, x, H - 4);
+    return el("figure", {}, el("figcaption", { text: title }), chart);
   }
 
   function drawByType() {
@@ -303,9 +472,25 @@
     fill("trend-by-type", table(columns, trendData.by_type, "Nothing sent in this window."));
   }
 
+  function trendParams() {
+    const preset = document.getElementById("trend-days").value;
+    const params = { provider: document.getElementById("trend-provider").value };
+    if (preset === "custom") {
+      params.since = document.getElementById("trend-since").value;
+      params.until = document.getElementById("trend-until").value;
+    } else {
+      params.days = preset;
+    }
+    return params;
+  }
+
   function loadTrend() {
-    const days = document.getElementById("trend-days").value;
-    return api("trend", { days }).then((payload) => {
+    const custom = document.getElementById("trend-days").value === "custom";
+    document.getElementById("trend-range").hidden = !custom;
+    const params = trendParams();
+    if (custom && !(params.since && params.until)) return Promise.resolve();
+    saveState();
+    return api("trend", params).then((payload) => {
       trendData = payload;
       drawTrend();
       drawByType();
@@ -424,9 +609,7 @@
     subject = (subject || "").trim();
     if (!subject) return Promise.resolve();
     document.getElementById("subject-input").value = subject;
-    const url = new URL(window.location.href);
-    url.searchParams.set("subject", subject);
-    window.history.replaceState(null, "", url);
+    saveState({ subject });
     fill("timeline", el("p", { class: "muted", text: "Loading " + subject + "…" }));
     if (scroll) document.getElementById("lookup").scrollIntoView({ block: "start" });
     return api("timeline", { subject_id: subject }).then(
@@ -437,16 +620,18 @@
 
   // ---------------------------------------------------------------- wiring
 
-  document.getElementById("trend-days").value = body.dataset.days || "30";
-  document.getElementById("trend-days").addEventListener("change", loadTrend);
-  document.getElementById("trend-stack").addEventListener("change", () => trendData && drawTrend());
-  document.getElementById("pending-hours").addEventListener("change", loadPending);
+  restoreState();
+  ["trend-days", "trend-provider", "trend-since", "trend-until"].forEach((id) =>
+    document.getElementById(id).addEventListener("change", loadTrend));
+  document.getElementById("trend-stack").addEventListener("change", () => { saveState(); if (trendData) drawTrend(); });
+  document.getElementById("pending-hours").addEventListener("change", () => { saveState(); loadPending(); });
   document.getElementById("lookup-form").addEventListener("submit", (event) => {
     event.preventDefault();
     lookup(document.getElementById("subject-input").value);
   });
 
   const loads = [loadHealth(), loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports()];
-  if (body.dataset.subject) loads.push(lookup(body.dataset.subject, false));
+  const subject = state.get("subject") || body.dataset.subject;
+  if (subject) loads.push(lookup(subject, false));
   Promise.allSettled(loads).then(() => body.setAttribute("data-loaded", "true"));
 })();

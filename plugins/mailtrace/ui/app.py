@@ -8,8 +8,9 @@ addresses are masked unless that user may see them in full (see `mailtrace.ui.au
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
@@ -61,7 +62,22 @@ def get_warehouse() -> Iterator[psycopg.Connection]:
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 WarehouseDep = Annotated[psycopg.Connection, Depends(get_warehouse)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Most rows returned")]
-Days = Annotated[int, Query(ge=1, le=366, description="UTC days, ending today")]
+Days = Annotated[int, Query(ge=1, le=366, description="Days ending today, in the deployment's time zone")]
+Provider = Annotated[
+    str | None, Query(pattern="^(gc_notify|ses)$", description="One provider; all when absent")
+]
+MAX_TREND_DAYS = 366
+DEFAULT_TIMEZONE = "America/Vancouver"
+
+
+def deployment_timezone() -> str:
+    """Variable `mailtrace_timezone` (the report's time zone), or the default when unset or not a zone."""
+    name = str(health.variable("mailtrace_timezone", DEFAULT_TIMEZONE))
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return DEFAULT_TIMEZONE
+    return name
 
 
 def _for(viewer: Viewer, payload: Any) -> Any:
@@ -77,6 +93,7 @@ def _render_page(request: Request, viewer: Viewer) -> str:
         full_addresses=viewer.full_addresses,
         subject=request.query_params.get("subject", ""),
         days=DEFAULT_DAYS,
+        timezone=deployment_timezone(),
         pending_hours=DEFAULT_PENDING_HOURS,
     )
 
@@ -113,8 +130,25 @@ def build_router() -> APIRouter:
         return health.health(conn)
 
     @router.get("/api/trend")
-    def trend(conn: WarehouseDep, days: Days = DEFAULT_DAYS) -> dict[str, Any]:
-        return data.trend(conn, days=days)
+    def trend(
+        conn: WarehouseDep,
+        days: Days = DEFAULT_DAYS,
+        since: Annotated[
+            date | None, Query(description="First day (deployment time zone); with until")
+        ] = None,
+        until: Annotated[date | None, Query(description="Last day, inclusive (default: today)")] = None,
+        provider: Provider = None,
+    ) -> dict[str, Any]:
+        timezone = deployment_timezone()
+        last = until or datetime.now(ZoneInfo(timezone)).date()
+        first = since or last - timedelta(days=days - 1)
+        if first > last:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The first day is after the last day")
+        if (last - first).days >= MAX_TREND_DAYS:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"At most {MAX_TREND_DAYS} days can be shown at once"
+            )
+        return data.trend(conn, first=first, last=last, timezone=timezone, provider=provider)
 
     @router.get("/api/flagged")
     def flagged(viewer: ViewerDep, conn: WarehouseDep, limit: Limit = DEFAULT_LIST_LIMIT) -> dict[str, Any]:
