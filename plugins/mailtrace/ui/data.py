@@ -26,7 +26,8 @@ FAILURE_STATUSES = (
     "not_at_provider",
     "send_failed",
 )
-TIMELINE_EVENT_LIMIT = 500
+TIMELINE_EVENT_LIMIT = 50
+SEARCH_LIMIT = 200
 
 
 @cache
@@ -152,16 +153,35 @@ def _listing(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"total": total, "rows": [{k: v for k, v in row.items() if k != "total"} for row in rows]}
 
 
-def flagged(conn: psycopg.Connection, *, limit: int) -> dict[str, Any]:
-    return _listing(_rows(conn, "flagged", {"limit": limit}))
+def flagged(conn: psycopg.Connection, *, limit: int, offset: int = 0, **filters: Any) -> dict[str, Any]:
+    """Flagged subjects, newest first; filters: reason, subject_type, since, until (flagged_at)."""
+    params = {"reason": None, "subject_type": None, "since": None, "until": None, **filters}
+    return _listing(_rows(conn, "flagged", {**params, "limit": limit, "offset": offset}))
 
 
-def not_at_provider(conn: psycopg.Connection, *, since: datetime, limit: int) -> dict[str, Any]:
-    return _listing(_rows(conn, "not_at_provider", {"since": since, "limit": limit}))
+def not_at_provider(
+    conn: psycopg.Connection, *, since: datetime, limit: int, offset: int = 0, **filters: Any
+) -> dict[str, Any]:
+    """Sends unknown to the provider, newest first; filters: until, notification_type, provider."""
+    params = {"until": None, "notification_type": None, "provider": None, **filters}
+    return _listing(
+        _rows(conn, "not_at_provider", {**params, "since": since, "limit": limit, "offset": offset})
+    )
 
 
-def pending_too_long(conn: psycopg.Connection, *, older_than: datetime, limit: int) -> dict[str, Any]:
-    return _listing(_rows(conn, "pending", {"older_than": older_than, "limit": limit}))
+def pending_too_long(
+    conn: psycopg.Connection, *, older_than: datetime, limit: int, offset: int = 0, **filters: Any
+) -> dict[str, Any]:
+    """Sends without a final verdict, oldest first; filters: since, notification_type, provider, status."""
+    params = {"since": None, "notification_type": None, "provider": None, "status": None, **filters}
+    return _listing(
+        _rows(conn, "pending", {**params, "older_than": older_than, "limit": limit, "offset": offset})
+    )
+
+
+def search(conn: psycopg.Connection, text: str, *, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
+    """Subjects found by subject id, email address or provider reference (see sql/ui/search.sql)."""
+    return _rows(conn, "search", {"q": text, "limit": limit})
 
 
 def reports(conn: psycopg.Connection, *, kinds: list[str], limit: int) -> list[dict[str, Any]]:
@@ -179,16 +199,18 @@ def subject_timeline(
     *,
     subject_type: str | None = None,
     limit: int = TIMELINE_EVENT_LIMIT,
+    offset: int = 0,
 ) -> dict[str, Any] | None:
-    """Everything about one subject: address of record, each notification with its provider events
-    in order, and the flag history. None when the warehouse knows nothing of the subject."""
+    """Everything about one subject: address of record, its notifications newest first (`limit` of them
+    after skipping `offset`) each with its provider events in order, and the flag history. None when the
+    warehouse knows nothing of the subject."""
     if subject_type:
         types = [subject_type]
     else:
         types = [row["subject_type"] for row in _rows(conn, "subject_types", {"subject_id": subject_id})]
     params = {"subject_id": subject_id, "subject_types": types}
     contacts = _rows(conn, "subject_contacts", params)
-    events = _rows(conn, "subject_events", {**params, "limit": limit})
+    events = _rows(conn, "subject_events", {**params, "limit": limit, "offset": offset})
     history = _rows(conn, "subject_flag_history", params)
     if not (contacts or events or history):
         return None
@@ -203,5 +225,6 @@ def subject_timeline(
         "contacts": contacts,
         "events": [{**event, "provider_events": by_event.get(event["event_id"], [])} for event in events],
         "events_truncated": truncated,
+        "offset": offset,
         "flag_history": history,
     }
