@@ -269,7 +269,12 @@ def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehous
 
     page = f"{api_server}/mailtrace/?subject=STR-000001"
     dumped = run_chromium(
-        chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", page
+        chromium,
+        tmp_path / "profile-dom",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
     )
     dom = dumped.stdout
     assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
@@ -293,8 +298,18 @@ def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehous
 
     # Lists and reports filled in.
     assert "s3://mailtrace-reports/failed-notifications/2026-W10.csv" in dom
-    assert re.search(r'id="flagged-count">\(1\)<', dom)
+    assert re.search(r'id="flagged-count">\(1–1 of 1\)<', dom)
     assert "Could not load" not in dom
+    # The report's download link is a link, the S3 URI beside it as text.
+    assert re.search(
+        r'<a class="report-download" href="/mailtrace/api/reports/\d+/download"[^>]*>Download CSV</a>', dom
+    )
+    # Newest first, in words: no "set set", no internal source names.
+    assert text.index(">permanent failure<") < text.index(">delivered<")
+    assert "Address flagged" in text and "set set" not in text
+    assert "(test," not in text and "(from test," in text
+    # Every table fits a 1280 px window.
+    assert 'data-overflowing-tables="0"' in dom
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "delivery-page.png"
@@ -485,3 +500,73 @@ def test_empty_warehouse_says_no_data_in_dark_mode(chromium, warehouse_conn, api
     assert re.search(r'id="trend-empty"[^>]*>No data: nothing was sent from \d{4}-\d\d-\d\d to', dom)
     assert 'id="trend-chart"' not in dom  # no axes with made-up labels
     assert 'data-theme="dark"' in dom
+
+
+def test_search_by_address_and_export_a_filtered_list(chromium, warehouse_conn, api_server, tmp_path):
+    populate(warehouse_conn)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # An address in another letter case finds its subject and opens the timeline; the URL then names the
+    # subject, not the address.
+    page = f"{api_server}/mailtrace/?q=Alice.Smith%40EXAMPLE.gov"
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-search",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    assert '<div id="timeline-result" data-subject="STR-000001">' in dom
+    screenshot = ARTIFACTS / "delivery-search-by-address.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-search-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2200",
+        page,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A filtered list pages with a total and offers the export of exactly what the filters keep.
+    page = f"{api_server}/mailtrace/?pending_hours=1&pending_type=NOC&pending_status=pending"
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-list",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
+    )
+    dom = dumped.stdout
+    listing = re.search(r'<div class="scroll" id="pending-table">.*?</section>', dom, re.S).group(0)
+    count = re.search(r'id="pending-count">\(1–(\d+) of (\d+)\)<', dom)
+    assert count, re.search(r'id="pending-count">[^<]*<', dom)
+    shown, total = int(count.group(1)), int(count.group(2))
+    assert 0 < shown <= total
+    export = re.search(r'<a class="export" href="([^"]+)"', listing).group(1).replace("&amp;", "&")
+    assert "format=csv" in export and "notification_type=NOC" in export and "status=pending" in export
+    status, csv_bytes = get(api_server, export)
+    assert status == 200
+    lines = csv_bytes.decode().splitlines()
+    assert lines[0].startswith("sent_at,subject_type,subject_id,notification_type")
+    assert len(lines) == total + 1
+    assert all(",NOC," in line for line in lines[1:])
+    (ARTIFACTS / "delivery-export-pending.csv").write_bytes(csv_bytes)
+    screenshot = ARTIFACTS / "delivery-export.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-list-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,3000",
+        page,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

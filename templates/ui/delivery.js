@@ -86,7 +86,7 @@
       else if (k === "onclick") node.addEventListener("click", v);
       else node.setAttribute(k, v);
     });
-    children.flat().forEach((child) => {
+    children.flat(Infinity).forEach((child) => {
       if (child === null || child === undefined) return;
       node.append(child instanceof Node ? child : document.createTextNode(String(child)));
     });
@@ -164,6 +164,10 @@
   const STATE_FIELDS = {
     days: "trend-days", provider: "trend-provider", since: "trend-since", until: "trend-until",
     stack: "trend-stack", pending_hours: "pending-hours",
+    flagged_reason: "flagged-reason", flagged_since: "flagged-since", flagged_until: "flagged-until",
+    nap_type: "nap-type", nap_provider: "nap-provider", nap_since: "nap-since", nap_until: "nap-until",
+    pending_type: "pending-type", pending_provider: "pending-provider", pending_status: "pending-status",
+    pending_since: "pending-since",
   };
   const state = new URLSearchParams(window.location.search);
 
@@ -503,47 +507,87 @@
     { label: "Subject", nowrap: true, render: (r) => subjectLink(r.subject_id) },
     { key: "subject_type", label: "Type" },
   ];
+  const PAGE = 100;
+  const value = (id) => document.getElementById(id).value.trim();
 
-  function loadFlagged() {
-    return api("flagged", { limit: 200 }).then((listing) => {
-      countText("flagged-count", listing);
-      fill("flagged-table", table([
-        ...subjectColumns,
-        { key: "email", label: "Address" },
-        { label: "Reason", render: (r) => pill(r.failure_reason.replace(/_/g, " "), "f-set") },
-        { label: "Since", nowrap: true, render: (r) => when(r.flagged_at) },
-      ], listing.rows, "No flagged addresses."));
-    }, (error) => failed("flagged-table", error));
+  // A list with a total, pages of PAGE rows, filters and a CSV export of everything the filters keep.
+  function pagedList(spec) {
+    let offset = 0;
+    function load() {
+      const params = spec.filters();
+      return api(spec.route, { ...params, limit: PAGE, offset }).then((listing) => {
+        const shown = listing.rows.length;
+        document.getElementById(spec.count).textContent = listing.total
+          ? "(" + (offset + 1).toLocaleString() + "–" + (offset + shown).toLocaleString() + " of " +
+            listing.total.toLocaleString() + ")"
+          : "(0)";
+        const exportUrl = new URL(BASE + "/api/" + spec.route, window.location.href);
+        Object.entries({ ...params, format: "csv" }).forEach(([k, v]) => { if (v) exportUrl.searchParams.set(k, v); });
+        const pager = el("div", { class: "pager" },
+          el("button", { type: "button", class: "prev", disabled: offset === 0 ? "disabled" : null,
+            onclick: () => { offset = Math.max(0, offset - PAGE); load(); }, text: "‹ Newer" }),
+          el("button", { type: "button", class: "next", disabled: offset + shown >= listing.total ? "disabled" : null,
+            onclick: () => { offset += PAGE; load(); }, text: "Older ›" }),
+          listing.total ? el("a", { class: "export", href: exportUrl.pathname + exportUrl.search, download: "",
+            text: "Export CSV" + (listing.total > 100000 ? " (first 100,000)" : "") +
+              (body.dataset.fullAddresses === "true" ? "" : ", addresses masked") }) : null);
+        fill(spec.holder, el("div", {}, pager, table(spec.columns, listing.rows, spec.empty())));
+        markOverflow();
+      }, (error) => failed(spec.holder, error));
+    }
+    spec.inputs.forEach((id) => document.getElementById(id).addEventListener("change", () => {
+      offset = 0;
+      saveState();
+      load();
+    }));
+    return load;
   }
 
-  function loadNotAtProvider() {
-    return api("not-at-provider", { days: 30, limit: 200 }).then((listing) => {
-      countText("nap-count", listing);
-      fill("nap-table", table([
-        { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
-        ...subjectColumns,
-        { key: "notification_type", label: "Notification" },
-        { key: "recipient_email", label: "To" },
-        { key: "provider", label: "Provider" },
-        { label: "Event", render: (r) => el("code", { text: r.event_id }) },
-      ], listing.rows, "None in the last 30 days."));
-    }, (error) => failed("nap-table", error));
-  }
+  const loadFlagged = pagedList({
+    route: "flagged", holder: "flagged-table", count: "flagged-count",
+    inputs: ["flagged-reason", "flagged-since", "flagged-until"],
+    filters: () => ({ reason: value("flagged-reason"), since: value("flagged-since"), until: value("flagged-until") }),
+    empty: () => "No flagged addresses" + (value("flagged-reason") || value("flagged-since") ? " match these filters." : "."),
+    columns: [
+      ...subjectColumns,
+      { key: "email", label: "Address" },
+      { label: "Reason", render: (r) => pill(r.failure_reason.replace(/_/g, " "), "f-set") },
+      { label: "Since", nowrap: true, render: (r) => when(r.flagged_at) },
+    ],
+  });
 
-  function loadPending() {
-    const hours = document.getElementById("pending-hours").value;
-    return api("pending", { hours, limit: 200 }).then((listing) => {
-      countText("pending-count", listing);
-      fill("pending-table", table([
-        { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
-        ...subjectColumns,
-        { key: "notification_type", label: "Notification" },
-        { key: "recipient_email", label: "To" },
-        { key: "provider", label: "Provider" },
-        { label: "App / verdict", render: (r) => [r.local_status + " / ", badge(r.delivery_status || "none")] },
-      ], listing.rows, "Nothing waiting longer than " + hours + " hours."));
-    }, (error) => failed("pending-table", error));
-  }
+  const loadNotAtProvider = pagedList({
+    route: "not-at-provider", holder: "nap-table", count: "nap-count",
+    inputs: ["nap-type", "nap-provider", "nap-since", "nap-until"],
+    filters: () => ({ days: 30, notification_type: value("nap-type").toUpperCase(), provider: value("nap-provider"),
+      since: value("nap-since"), until: value("nap-until") }),
+    empty: () => "None" + (value("nap-since") ? " in these days." : " in the last 30 days."),
+    columns: [
+      { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
+      ...subjectColumns,
+      { key: "notification_type", label: "Notification" },
+      { key: "recipient_email", label: "To" },
+      { label: "Provider", render: (r) => providerName(r.provider) },
+      { label: "Event", render: (r) => el("code", { text: r.event_id }) },
+    ],
+  });
+
+  const loadPending = pagedList({
+    route: "pending", holder: "pending-table", count: "pending-count",
+    inputs: ["pending-hours", "pending-type", "pending-provider", "pending-status", "pending-since"],
+    filters: () => ({ hours: value("pending-hours"), notification_type: value("pending-type").toUpperCase(),
+      provider: value("pending-provider"), status: value("pending-status"), since: value("pending-since") }),
+    empty: () => "Nothing waiting longer than " + value("pending-hours") + " hours.",
+    columns: [
+      { label: "Sent", nowrap: true, render: (r) => when(r.sent_at) },
+      ...subjectColumns,
+      { key: "notification_type", label: "Notification" },
+      { key: "recipient_email", label: "To" },
+      { label: "Provider", render: (r) => providerName(r.provider) },
+      { label: "App / verdict", render: (r) => [r.local_status + " / ",
+        badge(r.delivery_status || "no receipt yet")] },
+    ],
+  });
 
   function loadReports() {
     return api("reports", { limit: 12 }).then((payload) => {
@@ -553,15 +597,28 @@
         { key: "row_count", label: "Failed", num: true },
         { label: "Built", nowrap: true, render: (r) => when(r.built_at) },
         { label: "Emailed", render: (r) => (r.sent_at ? when(r.sent_at) + " (" + (r.delivery || "no file") + ")" : "not yet") },
-        { label: "Object", render: (r) => [
-          el("code", { text: r.s3_uri }),
-          r.download_url ? [" ", el("a", { href: r.download_url, target: "_blank", rel: "noopener", text: "download" })] : null,
+        { label: "File", render: (r) => [
+          r.download_url ? el("a", { class: "report-download", href: r.download_url, target: "_blank", rel: "noopener",
+            text: "Download CSV" }) : null,
+          el("div", { class: "note" }, el("code", { text: r.s3_uri })),
         ] },
       ], payload.rows, "No reports built yet."));
     }, (error) => failed("reports-table", error));
   }
 
-  // ---------------------------------------------------------------- timeline
+  // Tables must fit the page (1280 px wide included): the count of those that do not is kept on <body>.
+  function markOverflow() {
+    const over = [...document.querySelectorAll("table")].filter((t) => t.scrollWidth > t.parentElement.clientWidth + 1);
+    body.dataset.overflowingTables = String(over.length);
+  }
+
+  // ---------------------------------------------------------------- search and timeline
+
+  const SOURCE_WORDS = { notify_list: "GC Notify's list", notify_lookup: "a GC Notify look-up",
+    ses_sqs: "an SES notification" };
+  const CAUSE_WORDS = { bounce: "after a bounce", complaint: "after a complaint", soft_failures: "after repeated soft failures",
+    delivery: "an email was delivered", contact_changed: "the address of record changed", recomputed: "recomputed" };
+  const words = (map, key) => map[key] || (key || "").replace(/_/g, " ");
 
   function providerEvents(list) {
     if (!list.length) return el("div", { class: "note", text: "No provider events recorded." });
@@ -570,26 +627,40 @@
       el("code", { text: p.raw_status }),
       p.failure_reason ? " · " + p.failure_reason.replace(/_/g, " ") : "",
       p.detail ? " · " + p.detail : "",
-      el("span", { class: "note", text: " (" + p.source + ", seen " + when(p.observed_at) + ")" }))));
+      el("span", { class: "note", text: " (from " + words(SOURCE_WORDS, p.source) + ", seen " + when(p.observed_at) + ")" }))));
   }
 
-  function renderTimeline(t) {
-    const items = [];
-    t.events.forEach((e) => items.push({ at: e.sent_at, order: 0, node: el("li", { class: "tl-event" },
+  let timeline = null;
+
+  function eventItem(e) {
+    return el("li", { class: "tl-event" },
       el("div", {}, el("strong", { text: when(e.sent_at) + " · " + e.notification_type }), " ",
-        badge(e.delivery_status || "none"),
+        badge(e.delivery_status || "no receipt yet"),
         e.failure_reason ? " " + e.failure_reason.replace(/_/g, " ") : ""),
-      el("div", { class: "note" }, "to " + e.recipient_email + " via " + e.provider + " · app status " + e.local_status +
-        " · event ", el("code", { text: e.event_id }),
-        e.provider_reference ? [" · provider ref ", el("code", { text: e.provider_reference })] : " · no provider reference"),
+      el("div", { class: "note" }, "to " + e.recipient_email + " via " + providerName(e.provider) +
+        " · application status " + e.local_status + " · event ", el("code", { text: e.event_id }),
+        e.provider_reference ? [" · provider reference ", el("code", { text: e.provider_reference })] : " · no provider reference"),
       e.delivery_detail ? el("div", { class: "note", text: e.delivery_detail }) : null,
-      providerEvents(e.provider_events)) }));
-    t.flag_history.forEach((h) => items.push({ at: h.happened_at, order: 1, node: el("li", {
-      class: "tl-flag " + h.action },
-      el("strong", { text: when(h.happened_at) + " · address flag " + h.action + " " }), badge(h.action, "f-"),
-      " " + h.email + " · " + h.cause.replace(/_/g, " ") + (h.failure_reason ? " (" + h.failure_reason.replace(/_/g, " ") + ")" : ""),
-      h.event_id ? [" · event ", el("code", { text: h.event_id })] : null) }));
-    items.sort((a, b) => new Date(a.at) - new Date(b.at) || a.order - b.order);
+      providerEvents(e.provider_events));
+  }
+
+  function flagItem(h) {
+    const title = h.action === "set" ? "Address flagged" : "Flag cleared";
+    return el("li", { class: "tl-flag " + h.action },
+      el("strong", { text: when(h.happened_at) + " · " + title }),
+      " " + h.email + " · " + words(CAUSE_WORDS, h.cause) +
+        (h.failure_reason ? " (" + h.failure_reason.replace(/_/g, " ") + ")" : ""),
+      h.event_id ? [" · event ", el("code", { text: h.event_id })] : null);
+  }
+
+  function renderTimeline() {
+    const t = timeline;
+    const oldest = t.events.length ? new Date(t.events[t.events.length - 1].sent_at) : null;
+    const flags = t.flag_history.filter((h) => !t.more || !oldest || new Date(h.happened_at) >= oldest);
+    const items = [
+      ...t.events.map((e) => ({ at: new Date(e.sent_at), order: 1, node: eventItem(e) })),
+      ...flags.map((h) => ({ at: new Date(h.happened_at), order: 0, node: flagItem(h) })),
+    ].sort((a, b) => b.at - a.at || a.order - b.order);
 
     const contacts = t.contacts.map((c) => el("div", {},
       "Address of record (" + c.subject_type + "): ", el("strong", { text: c.email }),
@@ -597,25 +668,60 @@
       c.flag_reason ? [pill("flagged", "f-set"), " since " + when(c.flagged_at) + " (" + c.flag_reason.replace(/_/g, " ") + ")"]
         : pill("not flagged", "s-delivered")));
 
-    return el("div", { id: "timeline-result", "data-subject": t.subject_id },
+    fill("timeline", el("div", { id: "timeline-result", "data-subject": t.subject_id },
       el("h3", { text: t.subject_id + " (" + t.subject_types.join(", ") + ")" }),
       contacts.length ? contacts : el("div", { class: "note", text: "No address of record." }),
-      el("div", { class: "note", text: t.events.length + " notification(s), " + t.flag_history.length +
-        " flag change(s)" + (t.events_truncated ? "; only the first " + t.events.length + " notifications shown" : "") }),
-      el("ol", { class: "timeline" }, items.map((i) => i.node)));
+      el("div", { class: "note", text: "Newest first: " + t.events.length + " notification(s)" +
+        (t.more ? " shown, older ones below" : "") + ", " + t.flag_history.length + " flag change(s)" }),
+      el("ol", { class: "timeline" }, items.map((i) => i.node)),
+      t.more ? el("button", { type: "button", id: "timeline-older", text: "Show older notifications",
+        onclick: showOlder }) : null));
+    markOverflow();
+  }
+
+  function showOlder() {
+    return api("timeline", { subject_id: timeline.subject_id, offset: timeline.events.length }).then((older) => {
+      timeline.events = timeline.events.concat(older.events);
+      timeline.more = older.events_truncated;
+      renderTimeline();
+    }, (error) => fill("timeline", el("p", { class: "error", id: "timeline-error", text: error.message })));
   }
 
   function lookup(subject, scroll = true) {
     subject = (subject || "").trim();
     if (!subject) return Promise.resolve();
     document.getElementById("subject-input").value = subject;
-    saveState({ subject });
+    saveState({ subject, q: null });
     fill("timeline", el("p", { class: "muted", text: "Loading " + subject + "…" }));
     if (scroll) document.getElementById("lookup").scrollIntoView({ block: "start" });
     return api("timeline", { subject_id: subject }).then(
-      (t) => fill("timeline", renderTimeline(t)),
+      (t) => { timeline = { ...t, more: t.events_truncated }; renderTimeline(); },
       (error) => fill("timeline", el("p", { class: "error", id: "timeline-error", text: error.message }))
     );
+  }
+
+  function search(text, scroll = true) {
+    text = (text || "").trim();
+    if (!text) return Promise.resolve();
+    fill("timeline", el("p", { class: "muted", text: "Searching…" }));
+    return api("search", { q: text }).then((found) => {
+      if (found.rows.length === 1) return lookup(found.rows[0].subject_id, scroll);
+      saveState({ q: text, subject: null });
+      if (!found.rows.length) {
+        fill("timeline", el("p", { class: "muted", id: "search-empty",
+          text: "Nothing found: no subject id, email address or provider reference matches." }));
+        return null;
+      }
+      fill("timeline", el("div", { id: "search-results" },
+        el("p", { class: "note", text: found.rows.length + " subjects match; pick one." }),
+        table([
+          { label: "Subject", nowrap: true, render: (r) => subjectLink(r.subject_id) },
+          { key: "subject_type", label: "Type" },
+          { key: "email", label: "Address of record" },
+          { key: "matched_by", label: "Matched by" },
+        ], found.rows, "")));
+      return null;
+    }, (error) => fill("timeline", el("p", { class: "error", id: "timeline-error", text: error.message })));
   }
 
   // ---------------------------------------------------------------- wiring
@@ -624,14 +730,20 @@
   ["trend-days", "trend-provider", "trend-since", "trend-until"].forEach((id) =>
     document.getElementById(id).addEventListener("change", loadTrend));
   document.getElementById("trend-stack").addEventListener("change", () => { saveState(); if (trendData) drawTrend(); });
-  document.getElementById("pending-hours").addEventListener("change", () => { saveState(); loadPending(); });
   document.getElementById("lookup-form").addEventListener("submit", (event) => {
     event.preventDefault();
-    lookup(document.getElementById("subject-input").value);
+    search(document.getElementById("subject-input").value);
   });
+  window.addEventListener("resize", markOverflow);
 
   const loads = [loadHealth(), loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports()];
   const subject = state.get("subject") || body.dataset.subject;
-  if (subject) loads.push(lookup(subject, false));
-  Promise.allSettled(loads).then(() => body.setAttribute("data-loaded", "true"));
+  if (subject) {
+    document.getElementById("subject-input").value = subject;
+    loads.push(lookup(subject, false));
+  } else if (state.get("q")) {
+    document.getElementById("subject-input").value = state.get("q");
+    loads.push(search(state.get("q"), false));
+  }
+  Promise.allSettled(loads).then(() => { markOverflow(); body.setAttribute("data-loaded", "true"); });
 })();
