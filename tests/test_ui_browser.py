@@ -493,10 +493,13 @@ def test_empty_warehouse_says_no_data_in_dark_mode(chromium, warehouse_conn, api
         "--virtual-time-budget=10000",
         "--blink-settings=preferredColorScheme=0",
         "--dump-dom",
-        f"{api_server}/mailtrace/",
+        f"{api_server}/mailtrace/?pending_hours=0",
     )
     dom = dumped.stdout
     assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    # A bad parameter is said in words.
+    assert "Could not load: hours: Input should be greater than or equal to 1" in dom
+    assert "[object Object]" not in dom
     assert re.search(r'id="trend-empty"[^>]*>No data: nothing was sent from \d{4}-\d\d-\d\d to', dom)
     assert 'id="trend-chart"' not in dom  # no axes with made-up labels
     assert 'data-theme="dark"' in dom

@@ -525,9 +525,9 @@
         Object.entries({ ...params, format: "csv" }).forEach(([k, v]) => { if (v) exportUrl.searchParams.set(k, v); });
         const pager = el("div", { class: "pager" },
           el("button", { type: "button", class: "prev", disabled: offset === 0 ? "disabled" : null,
-            onclick: () => { offset = Math.max(0, offset - PAGE); load(); }, text: "‹ Newer" }),
+            onclick: () => { offset = Math.max(0, offset - PAGE); load(); }, text: "‹ Previous" }),
           el("button", { type: "button", class: "next", disabled: offset + shown >= listing.total ? "disabled" : null,
-            onclick: () => { offset += PAGE; load(); }, text: "Older ›" }),
+            onclick: () => { offset += PAGE; load(); }, text: "Next ›" }),
           listing.total ? el("a", { class: "export", href: exportUrl.pathname + exportUrl.search, download: "",
             text: "Export CSV" + (listing.total > 100000 ? " (first 100,000)" : "") +
               (body.dataset.fullAddresses === "true" ? "" : ", addresses masked") }) : null);
