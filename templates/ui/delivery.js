@@ -312,9 +312,10 @@
     return { lo, hi };
   }
 
+  // Enough decimals that the three labels (lo, middle, hi) differ: 75% / 85% / 95%, 0.0025% / 0.005%.
   function axisPlaces(lo, hi) {
-    const span = (hi - lo) * 100;
-    return span >= 10 ? 0 : span >= 1 ? 1 : span >= 0.1 ? 2 : 3;
+    const half = (hi - lo) * 50;
+    return half >= 5 ? 0 : Math.max(0, Math.ceil(-Math.log10(half)) + 1);
   }
 
   function dayLabels(chart, days, x, y) {
