@@ -55,7 +55,9 @@ def notification(status, *, status_description=None, provider_response=None, **e
             "The email address is on the GC Notify suppression list",
             ("permanent_failure", "suppressed"),
         ),
-        ("temporary-failure", "Content or inbox issue", None, ("temporary_failure", "mailbox_full")),
+        # The generic label names no cause: the reason is not guessed.
+        ("temporary-failure", "Content or inbox issue", None, ("temporary_failure", "unknown")),
+        ("temporary-failure", "Content or inbox issue", "", ("temporary_failure", "unknown")),
         ("temporary-failure", "Inbox full", None, ("temporary_failure", "mailbox_full")),
         ("technical-failure", "Tech issue", None, ("technical_failure", "provider_error")),
         ("virus-scan-failed", "Attachment has virus", None, ("technical_failure", "content_rejected")),
@@ -135,7 +137,7 @@ def test_detail_joins_description_and_provider_response():
         ("general", "Content or inbox issue", "unknown"),
         ("mailbox-full", "Content or inbox issue", "mailbox_full"),
         ("content-rejected", "Content or inbox issue", "content_rejected"),
-        (None, "Blocked", "mailbox_full"),
+        (None, "Blocked", "unknown"),
     ],
 )
 def test_soft_bounce_never_gets_an_address_reason(subtype, description, reason):
@@ -143,3 +145,22 @@ def test_soft_bounce_never_gets_an_address_reason(subtype, description, reason):
         notification("temporary-failure", status_description=description, feedback_subtype=subtype)
     )
     assert (event.delivery_status, event.failure_reason) == ("temporary_failure", reason)
+
+
+def test_temporary_failure_without_a_cause_is_unknown_in_a_list_page_shape():
+    """A list page as GET /v2/notifications returns it: the soft bounce names no cause, the other does."""
+    page = {
+        "notifications": [
+            notification("temporary-failure", status_description="Content or inbox issue"),
+            notification(
+                "temporary-failure",
+                status_description="Content or inbox issue",
+                provider_response=None,
+                feedback_subtype="mailbox-full",
+                id="0b9a7ad2-8d1e-4a52-9a3f-6f3d3f4f1b11",
+            ),
+        ],
+        "links": {"current": "https://api.notification.canada.ca/v2/notifications"},
+    }
+    reasons = [to_provider_event(n).failure_reason for n in page["notifications"]]
+    assert reasons == ["unknown", "mailbox_full"]

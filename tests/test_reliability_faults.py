@@ -49,7 +49,7 @@ STATUS_CYCLE = ("delivered", "permanent-failure", "temporary-failure", "sending"
 VERDICTS = {
     "delivered": ("delivered", None),
     "permanent-failure": ("permanent_failure", "invalid_address"),
-    "temporary-failure": ("temporary_failure", "mailbox_full"),
+    "temporary-failure": ("temporary_failure", "unknown"),  # the simulator names no cause
     "sending": ("pending", None),
     "technical-failure": ("technical_failure", "provider_error"),
 }

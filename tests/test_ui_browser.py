@@ -269,7 +269,12 @@ def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehous
 
     page = f"{api_server}/mailtrace/?subject=STR-000001"
     dumped = run_chromium(
-        chromium, tmp_path / "profile-dom", "--virtual-time-budget=10000", "--dump-dom", page
+        chromium,
+        tmp_path / "profile-dom",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
     )
     dom = dumped.stdout
     assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
@@ -293,8 +298,18 @@ def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehous
 
     # Lists and reports filled in.
     assert "s3://mailtrace-reports/failed-notifications/2026-W10.csv" in dom
-    assert re.search(r'id="flagged-count">\(1\)<', dom)
+    assert re.search(r'id="flagged-count">\(1–1 of 1\)<', dom)
     assert "Could not load" not in dom
+    # The report's download link is a link, the S3 URI beside it as text.
+    assert re.search(
+        r'<a class="report-download" href="/mailtrace/api/reports/\d+/download"[^>]*>Download CSV</a>', dom
+    )
+    # Newest first, in words: no "set set", no internal source names.
+    assert text.index(">permanent failure<") < text.index(">delivered<")
+    assert "Address flagged" in text and "set set" not in text
+    assert "(test," not in text and "(from test," in text
+    # Every table fits a 1280 px window.
+    assert 'data-overflowing-tables="0"' in dom
 
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "delivery-page.png"
@@ -343,5 +358,218 @@ def test_delivery_nav_entry_opens_the_page_inside_the_airflow_ui(
         f"--screenshot={screenshot}",
         "--window-size=1400,1000",
         f"{api_server}/plugin/delivery",
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def add_dag_run(airflow_home: Path, dag_id: str, state: str, ended_minutes_ago: int) -> None:
+    """A DAG run in the api-server's metadata DB (SQLite here), as the scheduler would leave it."""
+    import sqlite3
+
+    with sqlite3.connect(airflow_home / "airflow.db") as db:
+        db.execute(
+            """INSERT INTO dag_run (dag_id, run_id, run_type, state, start_date, end_date, run_after,
+                                    logical_date, clear_number, span_status)
+               VALUES (?, ?, 'scheduled', ?, datetime('now', ?), datetime('now', ?), datetime('now', ?),
+                       datetime('now', ?), 0, 'ended')""",
+            (
+                dag_id,
+                f"scheduled__{dag_id}__{ended_minutes_ago}",
+                state,
+                f"-{ended_minutes_ago + 1} minutes",
+                f"-{ended_minutes_ago} minutes",
+                f"-{ended_minutes_ago + 1} minutes",
+                f"-{ended_minutes_ago + 1} minutes",
+            ),
+        )
+
+
+def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
+    chromium, warehouse_conn, api_server, tmp_path
+):
+    populate(warehouse_conn)
+    with warehouse_conn.transaction():
+        warehouse_conn.execute(
+            "INSERT INTO mailtrace.ses_dead_letter (message_id, body, error) VALUES ('m-1', '{', 'not JSON')"
+        )
+    home = tmp_path / "airflow-home"
+    add_dag_run(home, "mailtrace_notify_pipeline", "success", 5)
+    add_dag_run(home, "mailtrace_ses_events", "failed", 3)
+
+    page = f"{api_server}/mailtrace/"
+    dumped = run_chromium(
+        chromium, tmp_path / "profile-health", "--virtual-time-budget=10000", "--dump-dom", page
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    panel = re.search(r'<div id="health-panel">.*?</section>', dom, re.S)
+    assert panel, "health panel not rendered"
+    text = panel.group(0)
+    assert re.search(r'data-check="dag:mailtrace_notify_pipeline"><span class="lvl lvl-green"', text)
+    assert re.search(r'data-check="dag:mailtrace_ses_events"><span class="lvl lvl-red"', text)
+    assert "newest run failed" in text
+    assert re.search(
+        r'data-check="dead-letters"><span class="lvl lvl-red"[^>]*>failing</span><span>1 SES', text
+    )
+    assert re.search(r'data-check="receipts:gc_notify"><span class="lvl lvl-', text)
+    assert re.search(r'id="health-level"><span class="lvl lvl-red"', dom)
+    assert "[object Object]" not in dom and "Could not load" not in dom
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "delivery-health.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-health-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,720",
+        page,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def add_ses_sends(conn) -> None:
+    """A week of SES sends: 6 % bounces (above SES's 5 % limit), 1 complaint in 100 a day."""
+    insert_logged_from(
+        conn,
+        """event_id, subject_type, subject_id, notification_type, recipient_email, provider,
+           provider_reference, sent_at, local_status, delivery_status, failure_reason""",
+        """
+        SELECT format('SES-%s-%s', d, i), 'tax_return', format('TR-%s-%s', d, i), 'NOC',
+               format('payer%s@example.gov', i), 'ses', format('ses-%s-%s', d, i),
+               date_trunc('day', now()) - make_interval(days => d) + interval '1 minute' * i, 'SENT',
+               CASE WHEN i <= 6 THEN 'permanent_failure' WHEN i = 7 THEN 'complaint' ELSE 'delivered' END,
+               CASE WHEN i <= 6 THEN 'invalid_address' END
+          FROM generate_series(1, 6) AS d, generate_series(1, 100) AS i
+        """,
+    )
+
+
+def test_trend_splits_providers_and_draws_reputation_limits(chromium, warehouse_conn, api_server, tmp_path):
+    populate(warehouse_conn)
+    with warehouse_conn.transaction():
+        add_ses_sends(warehouse_conn)
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-trend",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        f"{api_server}/mailtrace/",
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dom, re.S).group(0)
+    assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="gc_notify"', chart)
+    assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="ses"', chart)
+    # Rates run 85-94 %: the axis starts well above 0 %.
+    assert float(re.search(r'data-rate-min="([\d.]+)"', chart).group(1)) >= 0.5
+    bounce = re.search(r'<svg[^>]*id="bounce-chart".*?</svg>', dom, re.S).group(0)
+    assert re.search(r'class="threshold"[^>]*data-provider="ses" data-value="0.05"', bounce)
+    assert "Amazon SES limit 5%" in bounce
+    complaint = re.search(r'<svg[^>]*id="complaint-chart".*?</svg>', dom, re.S).group(0)
+    assert re.search(r'class="threshold"[^>]*data-provider="ses" data-value="0.001"', complaint)
+    assert "Amazon SES limit 0.1%" in complaint
+    assert re.search(r'<path class="reputation-line" d="M[^"]+"[^>]*data-provider="ses"', complaint)
+
+    # The URL carries the view: one provider over 7 days, read on load.
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-trend-ses",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        f"{api_server}/mailtrace/?provider=ses&days=7",
+    )
+    chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dumped.stdout, re.S).group(0)
+    assert 'data-days="7"' in chart
+    assert 'data-provider="ses"' in chart and 'data-provider="gc_notify"' not in chart
+
+
+def test_empty_warehouse_says_no_data_in_dark_mode(chromium, warehouse_conn, api_server, tmp_path):
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-empty",
+        "--virtual-time-budget=10000",
+        "--blink-settings=preferredColorScheme=0",
+        "--dump-dom",
+        f"{api_server}/mailtrace/?pending_hours=0",
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    # A bad parameter is said in words.
+    assert "Could not load: hours: Input should be greater than or equal to 1" in dom
+    assert "[object Object]" not in dom
+    assert re.search(r'id="trend-empty"[^>]*>No data: nothing was sent from \d{4}-\d\d-\d\d to', dom)
+    assert 'id="trend-chart"' not in dom  # no axes with made-up labels
+    assert 'data-theme="dark"' in dom
+
+
+def test_search_by_address_and_export_a_filtered_list(chromium, warehouse_conn, api_server, tmp_path):
+    populate(warehouse_conn)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    # An address in another letter case finds its subject and opens the timeline; the URL then names the
+    # subject, not the address.
+    page = f"{api_server}/mailtrace/?q=Alice.Smith%40EXAMPLE.gov"
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-search",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    assert '<div id="timeline-result" data-subject="STR-000001">' in dom
+    screenshot = ARTIFACTS / "delivery-search-by-address.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-search-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,2200",
+        page,
+    )
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A filtered list pages with a total and offers the export of exactly what the filters keep.
+    page = f"{api_server}/mailtrace/?pending_hours=1&pending_type=NOC&pending_status=pending"
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-list",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
+    )
+    dom = dumped.stdout
+    listing = re.search(r'<div class="scroll" id="pending-table">.*?</section>', dom, re.S).group(0)
+    count = re.search(r'id="pending-count">\(1–(\d+) of (\d+)\)<', dom)
+    assert count, re.search(r'id="pending-count">[^<]*<', dom)
+    shown, total = int(count.group(1)), int(count.group(2))
+    assert 0 < shown <= total
+    export = re.search(r'<a class="export" href="([^"]+)"', listing).group(1).replace("&amp;", "&")
+    assert "format=csv" in export and "notification_type=NOC" in export and "status=pending" in export
+    status, csv_bytes = get(api_server, export)
+    assert status == 200
+    lines = csv_bytes.decode().splitlines()
+    assert lines[0].startswith("sent_at,subject_type,subject_id,notification_type")
+    assert len(lines) == total + 1
+    assert all(",NOC," in line for line in lines[1:])
+    (ARTIFACTS / "delivery-export-pending.csv").write_bytes(csv_bytes)
+    screenshot = ARTIFACTS / "delivery-export.png"
+    screenshot.unlink(missing_ok=True)
+    run_chromium(
+        chromium,
+        tmp_path / "profile-list-shot",
+        "--virtual-time-budget=10000",
+        "--hide-scrollbars",
+        f"--screenshot={screenshot}",
+        "--window-size=1280,3000",
+        page,
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

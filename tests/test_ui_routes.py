@@ -346,7 +346,8 @@ def test_every_route_refuses_an_unauthenticated_request(warehouse, path, monkeyp
     assert "alice" not in response.text.lower()
 
 
-def test_trend_agrees_with_the_deliverability_view(warehouse, as_viewer):
+def test_trend_agrees_with_the_deliverability_view(warehouse, as_viewer, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_TIMEZONE", "UTC")  # the view's days are UTC days
     payload = as_viewer(EXAMINER).get("/api/trend", params={"days": 7}).json()
     days = payload["days"]
     assert len(days) == 7
@@ -497,8 +498,8 @@ def test_report_download_is_a_presigned_link_to_the_object(warehouse, as_viewer,
 def test_timeline_shows_every_notification_its_receipts_and_flags(warehouse, as_viewer):
     t = as_viewer(EXAMINER).get("/api/timeline", params={"subject_id": "STR-000001"}).json()
     assert t["subject_types"] == ["registration"]
-    assert [e["event_id"] for e in t["events"]] == ["E9", "E1", "E2"]
-    e2 = t["events"][2]
+    assert [e["event_id"] for e in t["events"]] == ["E2", "E1", "E9"]  # newest first
+    e2 = t["events"][0]
     assert [p["raw_status"] for p in e2["provider_events"]] == [
         "sending",
         "permanent-failure",
@@ -518,8 +519,8 @@ def test_timeline_shows_every_notification_its_receipts_and_flags(warehouse, as_
     assert (contact["email"], contact["flag_reason"]) == ("a***@example.gov", "invalid_address")
 
     full = as_viewer(ADMIN).get("/api/timeline", params={"subject_id": "STR-000001"}).json()
-    assert full["events"][2]["recipient_email"] == ALICE
-    assert ALICE in full["events"][2]["provider_events"][1]["detail"]
+    assert full["events"][0]["recipient_email"] == ALICE
+    assert ALICE in full["events"][0]["provider_events"][1]["detail"]
 
 
 def test_timeline_matches_receipts_per_recipient_and_by_client_reference(warehouse, as_viewer):
@@ -551,13 +552,14 @@ def test_timeline_subject_type_narrows_and_unknown_subject_is_404(warehouse, as_
     assert client.get("/api/timeline", params={"subject_id": "NOPE-1"}).status_code == 404
 
 
-def test_timeline_says_when_it_was_cut(warehouse, as_viewer, monkeypatch):
-    from mailtrace.ui import data
-
-    monkeypatch.setattr(data, "TIMELINE_EVENT_LIMIT", 2)
-    t = as_viewer(EXAMINER).get("/api/timeline", params={"subject_id": "STR-000001"}).json()
+def test_timeline_pages_back_to_older_notifications(warehouse, as_viewer):
+    client = as_viewer(EXAMINER)
+    t = client.get("/api/timeline", params={"subject_id": "STR-000001", "limit": 2}).json()
     assert t["events_truncated"] is True
-    assert [e["event_id"] for e in t["events"]] == ["E9", "E1"]
+    assert [e["event_id"] for e in t["events"]] == ["E2", "E1"]
+    older = client.get("/api/timeline", params={"subject_id": "STR-000001", "limit": 2, "offset": 2}).json()
+    assert older["events_truncated"] is False
+    assert [e["event_id"] for e in older["events"]] == ["E9"]
 
 
 def test_page_renders_for_the_user_and_escapes_the_subject(warehouse, as_viewer):
@@ -664,3 +666,99 @@ class TestAirflowAuth:
         location = response.headers["location"]
         assert location.startswith("/auth/login")
         assert "subject%3DSTR-000001" in location
+
+
+def test_search_by_address_finds_the_subject_but_stays_masked(warehouse, as_viewer):
+    found = as_viewer(EXAMINER).get("/api/search", params={"q": "  Alice.Smith@Example.GOV "})
+    assert found.status_code == 200
+    rows = found.json()["rows"]
+    assert [(r["subject_id"], r["matched_by"], r["email"]) for r in rows] == [
+        ("STR-000001", "email address", "a***@example.gov")
+    ]
+    assert "alice.smith" not in found.text.lower()  # not even the query is echoed
+    full = as_viewer(ADMIN).get("/api/search", params={"q": ALICE}).json()["rows"]
+    assert full[0]["email"] == ALICE
+
+
+def test_search_by_subject_id_or_reference_ignores_case(warehouse, as_viewer):
+    client = as_viewer(EXAMINER)
+    by_id = client.get("/api/search", params={"q": "str-000002"}).json()["rows"]
+    assert [(r["subject_id"], r["matched_by"]) for r in by_id] == [("STR-000002", "subject id")]
+    by_reference = client.get("/api/search", params={"q": "N-2"}).json()["rows"]
+    assert [(r["subject_id"], r["matched_by"]) for r in by_reference] == [
+        ("STR-000001", "provider reference")
+    ]
+    assert client.get("/api/search", params={"q": "nothing-like-this"}).json()["rows"] == []
+    assert client.get("/api/search", params={"q": ""}).status_code == 422
+
+
+def test_lists_page_and_filter(warehouse, as_viewer):
+    client = as_viewer(EXAMINER)
+    before = client.get("/api/pending").json()["total"]
+    noc_before = client.get("/api/pending", params={"notification_type": "NOC"}).json()["total"]
+    with warehouse.transaction():
+        for n in range(5):
+            insert_logged(
+                warehouse,
+                dict(
+                    zip(
+                        EVENT_COLUMNS,
+                        (f"P{n}", "registration", f"STR-1{n}", "NOC", f"p{n}@example.gov", "gc_notify",
+                         f"np-{n}", None, ago(days=2, minutes=n), "SENT", None, None, None),
+                        strict=True,
+                    )
+                ),
+            )  # fmt: skip
+    first = client.get("/api/pending", params={"limit": 2}).json()
+    second = client.get("/api/pending", params={"limit": 2, "offset": 2}).json()
+    assert first["total"] == second["total"] == before + 5  # P0-P4: no verdict after a day
+    assert len(first["rows"]) == len(second["rows"]) == 2
+    assert not {r["event_id"] for r in first["rows"]} & {r["event_id"] for r in second["rows"]}
+
+    noc = client.get("/api/pending", params={"notification_type": "NOC"}).json()
+    assert noc["total"] == noc_before + 5
+    ses = client.get("/api/pending", params={"provider": "ses", "status": "none"}).json()
+    assert "E4" in [r["event_id"] for r in ses["rows"]]
+    assert not any(r["event_id"].startswith("P") for r in ses["rows"])
+    assert client.get("/api/pending", params={"status": "pending"}).json()["total"] == 0
+
+    tomorrow = (NOW + timedelta(days=2)).date().isoformat()
+    assert client.get("/api/flagged", params={"since": tomorrow}).json()["total"] == 0
+    assert client.get("/api/flagged", params={"reason": "invalid_address"}).json()["total"] == 1
+    assert client.get("/api/flagged", params={"reason": "suppressed"}).json()["total"] == 0
+    assert client.get("/api/not-at-provider", params={"notification_type": "APPROVAL"}).json()["total"] == 0
+    backwards = client.get("/api/flagged", params={"since": "2026-03-10", "until": "2026-03-01"})
+    assert backwards.status_code == 422
+    assert backwards.json()["detail"] == "The first day is after the last day"
+
+
+def test_csv_export_is_masked_and_formula_neutralised(warehouse, as_viewer):
+    with warehouse.transaction():
+        insert_logged(
+            warehouse,
+            dict(
+                zip(
+                    EVENT_COLUMNS,
+                    ("=X1", "registration", "+SUM(A1)", "NOC", "dave@example.gov", "ses", "m-x", None,
+                     ago(days=1), "SENT", "not_at_provider", "unknown", "=HYPERLINK(\"http://x\")"),
+                    strict=True,
+                )
+            ),
+        )  # fmt: skip
+    masked = as_viewer(EXAMINER).get("/api/not-at-provider", params={"format": "csv"})
+    assert masked.status_code == 200
+    assert masked.headers["content-type"].startswith("text/csv")
+    assert 'attachment; filename="mailtrace-not-at-provider-' in masked.headers["content-disposition"]
+    lines = masked.text.splitlines()
+    assert lines[0].startswith("sent_at,subject_type,subject_id,notification_type,recipient_email")
+    assert len(lines) == 3  # header, E3 and the new one
+    assert "bob@example.com" not in masked.text and "b***@example.com" in masked.text
+    assert ",'+SUM(A1),NOC,d***@example.gov," in masked.text
+    assert "'=X1" in masked.text and "'=HYPERLINK" in masked.text
+    assert masked.headers["x-total-rows"] == "2"
+
+    full = as_viewer(ADMIN).get("/api/not-at-provider", params={"format": "csv", "provider": "gc_notify"})
+    assert "bob@example.com" in full.text and "dave@" not in full.text
+    flagged = as_viewer(EXAMINER).get("/api/flagged", params={"format": "csv"}).text.splitlines()
+    assert flagged[0] == "subject_type,subject_id,email,failure_reason,flagged_at,last_failed_event_id"
+    assert flagged[1].startswith("registration,STR-000001,a***@example.gov,invalid_address,")

@@ -1,5 +1,5 @@
--- Delivery page, subject look-up: every notification about the subject, oldest first (one more row
--- than the limit is asked for, so the page can say the list was cut).
+-- Delivery page, subject look-up: the subject's notifications, newest first, one page (one more row than
+-- the limit is asked for, so the page knows there are older ones).
 SELECT e.event_id,
        e.subject_type,
        e.subject_id,
@@ -17,5 +17,5 @@ SELECT e.event_id,
   FROM mailtrace.notification_status e
  WHERE e.subject_type = ANY (%(subject_types)s)
    AND e.subject_id = %(subject_id)s
- ORDER BY e.sent_at, e.event_id
- LIMIT %(limit)s + 1
+ ORDER BY e.sent_at DESC, e.event_id DESC
+ LIMIT %(limit)s + 1 OFFSET %(offset)s

@@ -1,15 +1,17 @@
--- Delivery page, trend chart: counts per UTC day, notification type, verdict and failure reason.
--- Same population and days as mailtrace.deliverability_daily (QUEUED sends excluded, NULL verdict
--- counted as pending), but filtered on sent_at so a window is an index range scan however long
--- the log grows; tests check the two agree.
-SELECT (e.sent_at AT TIME ZONE 'UTC')::date     AS day,
+-- Delivery page, trend chart: counts per day (in the deployment's time zone), provider, notification type,
+-- verdict and failure reason. Same population as mailtrace.deliverability_daily (QUEUED sends excluded,
+-- NULL verdict counted as pending), filtered on sent_at so a window is an index range scan however long
+-- the log grows; tests check the two agree (with UTC days).
+SELECT (e.sent_at AT TIME ZONE %(timezone)s)::date AS day,
+       e.provider,
        e.notification_type,
-       coalesce(e.delivery_status, 'pending')   AS delivery_status,
+       coalesce(e.delivery_status, 'pending')      AS delivery_status,
        e.failure_reason,
-       count(*)                                 AS n
+       count(*)                                    AS n
   FROM mailtrace.notification_status e
  WHERE e.local_status <> 'QUEUED'
    AND e.sent_at >= %(since)s
    AND e.sent_at < %(until)s
- GROUP BY 1, 2, 3, 4
- ORDER BY 1, 2, 3, 4 NULLS FIRST
+   AND (%(provider)s::text IS NULL OR e.provider = %(provider)s::text)
+ GROUP BY 1, 2, 3, 4, 5
+ ORDER BY 1, 2, 3, 4, 5 NULLS FIRST

@@ -76,11 +76,12 @@ _DETAIL_KEYWORDS = (
     ("protected a", "content_rejected"),
 )
 # What Notify's documentation says each failure status means when nothing more specific is known:
-# permanent = the address is wrong; temporary = the inbox is full (or an anti-spam filter refused
-# it, which Notify does not tell apart); technical = a problem on Notify's side.
+# permanent = the address is wrong; technical = a problem on Notify's side. A temporary failure's
+# generic label ("Content or inbox issue") covers a full inbox and an anti-spam filter alike, so with
+# no cause named the reason is unknown (CONTRACT.md §2: never guessed).
 _DEFAULT_REASONS = {
     "permanent_failure": "invalid_address",
-    "temporary_failure": "mailbox_full",
+    "temporary_failure": "unknown",
     "technical_failure": "provider_error",
 }
 

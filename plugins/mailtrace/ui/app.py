@@ -8,19 +8,21 @@ addresses are masked unless that user may see them in full (see `mailtrace.ui.au
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailtrace.paths import TEMPLATES_DIR
-from mailtrace.ui import data
+from mailtrace.ui import data, health
 from mailtrace.ui.auth import Viewer, get_viewer, login_url
+from mailtrace.ui.export import csv_lines
 from mailtrace.ui.masking import mask
 from mailtrace.warehouse import connect
 
@@ -61,7 +63,70 @@ def get_warehouse() -> Iterator[psycopg.Connection]:
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
 WarehouseDep = Annotated[psycopg.Connection, Depends(get_warehouse)]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Most rows returned")]
-Days = Annotated[int, Query(ge=1, le=366, description="UTC days, ending today")]
+Days = Annotated[int, Query(ge=1, le=366, description="Days ending today, in the deployment's time zone")]
+Provider = Annotated[
+    str | None, Query(pattern="^(gc_notify|ses)$", description="One provider; all when absent")
+]
+MAX_TREND_DAYS = 366
+DEFAULT_TIMEZONE = "America/Vancouver"
+
+
+def deployment_timezone() -> str:
+    """Variable `mailtrace_timezone` (the report's time zone), or the default when unset or not a zone."""
+    name = str(health.variable("mailtrace_timezone", DEFAULT_TIMEZONE))
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return DEFAULT_TIMEZONE
+    return name
+
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows skipped (paging)")]
+SinceDay = Annotated[date | None, Query(description="From this day (deployment time zone)")]
+UntilDay = Annotated[date | None, Query(description="To this day, inclusive (deployment time zone)")]
+NotificationType = Annotated[str | None, Query(pattern="^[A-Za-z0-9_ -]{1,60}$")]
+Format = Annotated[str, Query(pattern="^(json|csv)$", description="csv: the whole filtered list as a file")]
+# A CSV export holds at most this many rows (the page says so when the list is longer).
+EXPORT_LIMIT = 100_000
+FLAGGED_COLUMNS = [
+    "subject_type",
+    "subject_id",
+    "email",
+    "failure_reason",
+    "flagged_at",
+    "last_failed_event_id",
+]
+NOT_AT_PROVIDER_COLUMNS = [
+    "sent_at", "subject_type", "subject_id", "notification_type", "recipient_email", "provider",
+    "provider_reference", "event_id", "delivery_detail", "delivery_updated_at",
+]  # fmt: skip
+PENDING_COLUMNS = [
+    "sent_at", "subject_type", "subject_id", "notification_type", "recipient_email", "provider",
+    "provider_reference", "event_id", "local_status", "delivery_status",
+]  # fmt: skip
+
+
+def _day_bounds(first: date | None, last: date | None) -> tuple[datetime | None, datetime | None]:
+    """[first 00:00, the day after last 00:00) in the deployment's time zone (None where not given)."""
+    if first and last and first > last:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The first day is after the last day")
+    zone = ZoneInfo(deployment_timezone())
+    start = datetime.combine(first, time.min, tzinfo=zone) if first else None
+    end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=zone) if last else None
+    return start, end
+
+
+def _csv(viewer: Viewer, name: str, listing: dict[str, Any], columns: list[str]) -> StreamingResponse:
+    rows = _for(viewer, listing["rows"])
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%MZ")
+    return StreamingResponse(
+        csv_lines(columns, rows),
+        media_type="text/csv; charset=utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="mailtrace-{name}-{stamp}.csv"',
+            "X-Total-Rows": str(listing["total"]),
+        },
+    )
 
 
 def _for(viewer: Viewer, payload: Any) -> Any:
@@ -77,6 +142,7 @@ def _render_page(request: Request, viewer: Viewer) -> str:
         full_addresses=viewer.full_addresses,
         subject=request.query_params.get("subject", ""),
         days=DEFAULT_DAYS,
+        timezone=deployment_timezone(),
         pending_hours=DEFAULT_PENDING_HOURS,
     )
 
@@ -108,20 +174,80 @@ def build_router() -> APIRouter:
     def me(viewer: ViewerDep) -> dict[str, Any]:
         return {"user": viewer.name, "full_addresses": viewer.full_addresses}
 
+    @router.get("/api/health")
+    def pipeline_health(conn: WarehouseDep) -> dict[str, Any]:
+        return health.health(conn)
+
     @router.get("/api/trend")
-    def trend(conn: WarehouseDep, days: Days = DEFAULT_DAYS) -> dict[str, Any]:
-        return data.trend(conn, days=days)
+    def trend(
+        conn: WarehouseDep,
+        days: Days = DEFAULT_DAYS,
+        since: Annotated[
+            date | None, Query(description="First day (deployment time zone); with until")
+        ] = None,
+        until: Annotated[date | None, Query(description="Last day, inclusive (default: today)")] = None,
+        provider: Provider = None,
+    ) -> dict[str, Any]:
+        timezone = deployment_timezone()
+        last = until or datetime.now(ZoneInfo(timezone)).date()
+        first = since or last - timedelta(days=days - 1)
+        if first > last:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "The first day is after the last day")
+        if (last - first).days >= MAX_TREND_DAYS:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT, f"At most {MAX_TREND_DAYS} days can be shown at once"
+            )
+        return data.trend(conn, first=first, last=last, timezone=timezone, provider=provider)
+
+    @router.get("/api/search")
+    def search(
+        viewer: ViewerDep, conn: WarehouseDep, q: Annotated[str, Query(min_length=1, max_length=320)]
+    ) -> dict[str, Any]:
+        # The query is not echoed: it may be a full address the viewer may not see.
+        return _for(viewer, {"rows": data.search(conn, q.strip())})
 
     @router.get("/api/flagged")
-    def flagged(viewer: ViewerDep, conn: WarehouseDep, limit: Limit = DEFAULT_LIST_LIMIT) -> dict[str, Any]:
-        return _for(viewer, data.flagged(conn, limit=limit))
+    def flagged(
+        viewer: ViewerDep,
+        conn: WarehouseDep,
+        limit: Limit = DEFAULT_LIST_LIMIT,
+        offset: Offset = 0,
+        reason: Annotated[str | None, Query(pattern="^[a-z_]{1,40}$")] = None,
+        subject_type: Annotated[str | None, Query(max_length=100)] = None,
+        since: SinceDay = None,
+        until: UntilDay = None,
+        format: Format = "json",
+    ) -> Any:
+        first, after = _day_bounds(since, until)
+        filters = {"reason": reason, "subject_type": subject_type or None, "since": first, "until": after}
+        if format == "csv":
+            return _csv(viewer, "flagged", data.flagged(conn, limit=EXPORT_LIMIT, **filters), FLAGGED_COLUMNS)
+        return _for(viewer, data.flagged(conn, limit=limit, offset=offset, **filters))
 
     @router.get("/api/not-at-provider")
     def not_at_provider(
-        viewer: ViewerDep, conn: WarehouseDep, days: Days = DEFAULT_DAYS, limit: Limit = DEFAULT_LIST_LIMIT
-    ) -> dict[str, Any]:
-        since = datetime.now(UTC) - timedelta(days=days)
-        return _for(viewer, data.not_at_provider(conn, since=since, limit=limit))
+        viewer: ViewerDep,
+        conn: WarehouseDep,
+        days: Days = DEFAULT_DAYS,
+        limit: Limit = DEFAULT_LIST_LIMIT,
+        offset: Offset = 0,
+        notification_type: NotificationType = None,
+        provider: Provider = None,
+        since: SinceDay = None,
+        until: UntilDay = None,
+        format: Format = "json",
+    ) -> Any:
+        first, after = _day_bounds(since, until)
+        filters = {
+            "since": first or datetime.now(UTC) - timedelta(days=days),
+            "until": after,
+            "notification_type": notification_type,
+            "provider": provider,
+        }
+        if format == "csv":
+            listing = data.not_at_provider(conn, limit=EXPORT_LIMIT, **filters)
+            return _csv(viewer, "not-at-provider", listing, NOT_AT_PROVIDER_COLUMNS)
+        return _for(viewer, data.not_at_provider(conn, limit=limit, offset=offset, **filters))
 
     @router.get("/api/pending")
     def pending(
@@ -131,9 +257,26 @@ def build_router() -> APIRouter:
             DEFAULT_PENDING_HOURS
         ),
         limit: Limit = DEFAULT_LIST_LIMIT,
-    ) -> dict[str, Any]:
+        offset: Offset = 0,
+        notification_type: NotificationType = None,
+        provider: Provider = None,
+        status: Annotated[str | None, Query(pattern="^(pending|none)$")] = None,
+        since: SinceDay = None,
+        format: Format = "json",
+    ) -> Any:
         older_than = datetime.now(UTC) - timedelta(hours=hours)
-        listing = data.pending_too_long(conn, older_than=older_than, limit=limit)
+        first, _ = _day_bounds(since, None)
+        filters = {
+            "older_than": older_than,
+            "since": first,
+            "notification_type": notification_type,
+            "provider": provider,
+            "status": status,
+        }
+        if format == "csv":
+            listing = data.pending_too_long(conn, limit=EXPORT_LIMIT, **filters)
+            return _csv(viewer, "pending", listing, PENDING_COLUMNS)
+        listing = data.pending_too_long(conn, limit=limit, offset=offset, **filters)
         return _for(viewer, {"hours": hours, "older_than": older_than, **listing})
 
     @router.get("/api/reports")
@@ -182,9 +325,11 @@ def build_router() -> APIRouter:
         conn: WarehouseDep,
         subject_id: Annotated[str, Query(min_length=1, max_length=200)],
         subject_type: Annotated[str | None, Query(max_length=100)] = None,
+        offset: Offset = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = data.TIMELINE_EVENT_LIMIT,
     ) -> dict[str, Any]:
         found = data.subject_timeline(
-            conn, subject_id.strip(), subject_type=subject_type or None, limit=data.TIMELINE_EVENT_LIMIT
+            conn, subject_id.strip(), subject_type=subject_type or None, limit=limit, offset=offset
         )
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"Nothing recorded for subject {subject_id!r}")

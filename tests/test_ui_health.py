@@ -1,0 +1,236 @@
+"""The Delivery page's health panel: DAG runs from Airflow's metadata DB, the rest from a real warehouse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from eventlog import insert_logged
+from fastapi.testclient import TestClient
+
+from mailtrace.ui import app as ui_app
+from mailtrace.ui.auth import Viewer, get_viewer
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def ago(**kwargs) -> datetime:
+    return NOW - timedelta(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def metadata_db():
+    """Airflow's metadata DB in the session's AIRFLOW_HOME, where the api-server would read DAG runs."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=dict(os.environ))
+
+
+@pytest.fixture
+def dag_runs(metadata_db):
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, insert
+
+    def add(dag_id: str, state: str, ended: datetime) -> None:
+        with create_session() as session:
+            session.execute(
+                insert(DagRun.__table__).values(
+                    dag_id=dag_id,
+                    run_id=f"test__{dag_id}__{ended.isoformat()}",
+                    run_type="scheduled",
+                    state=state,
+                    start_date=ended - timedelta(minutes=1),
+                    end_date=ended,
+                    run_after=ended - timedelta(minutes=1),
+                    logical_date=ended - timedelta(minutes=1),
+                    clear_number=0,
+                    span_status="ended",
+                )
+            )
+
+    yield add
+    with create_session() as session:
+        session.execute(delete(DagRun).where(DagRun.dag_id.like("mailtrace%")))
+
+
+@pytest.fixture
+def client():
+    ui_app.app.dependency_overrides[get_viewer] = lambda: Viewer(name="examiner", full_addresses=False)
+    with TestClient(ui_app.app) as test_client:
+        yield test_client
+    ui_app.app.dependency_overrides.clear()
+
+
+def send(conn, event_id: str, provider: str, sent_at: datetime, status: str | None = None, reason=None):
+    insert_logged(
+        conn,
+        {
+            "event_id": event_id,
+            "subject_type": "registration",
+            "subject_id": "STR-" + event_id,
+            "notification_type": "NOC",
+            "recipient_email": f"{event_id.lower()}@example.gov",
+            "provider": provider,
+            "provider_reference": "ref-" + event_id,
+            "sent_at": sent_at,
+            "local_status": "SENT",
+            "delivery_status": status,
+            "failure_reason": reason,
+        },
+    )
+
+
+def receipt(conn, provider: str, reference: str, observed_at: datetime) -> None:
+    conn.execute(
+        """INSERT INTO mailtrace.provider_event
+               (provider, provider_reference, raw_status, delivery_status, event_at, observed_at, source)
+           VALUES (%s, %s, 'delivered', 'delivered', %s, %s, 'test')""",
+        (provider, reference, observed_at, observed_at),
+    )
+
+
+def by(items, key):
+    return {item[key]: item for item in items}
+
+
+def test_empty_deployment_is_red_for_scheduled_dags_that_never_ran(warehouse_conn, dag_runs, client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    health = response.json()
+    dags = by(health["dags"], "dag_id")
+    assert dags["mailtrace_notify_pipeline"]["level"] == "red"
+    assert dags["mailtrace_notify_pipeline"]["last_success_at"] is None
+    assert dags["mailtrace_resend"]["level"] == "idle"  # triggered by people: no level
+    assert {r["provider"]: r["level"] for r in health["receipts"]} == {"gc_notify": "idle", "ses": "idle"}
+    assert {d["provider"]: d["level"] for d in health["deliverability"]} == {
+        "gc_notify": "idle",
+        "ses": "idle",
+    }
+    assert health["set_aside"]["ses_dead_letters"] == {"count": 0, "newest_at": None, "level": "green"}
+    assert [o["count"] for o in health["set_aside"]["orphans"]] == [0, 0]
+    assert health["warnings"] == []  # the test warehouse has every index CONTRACT.md §1 asks for
+    assert health["level"] == "red"
+
+
+def test_dag_levels_follow_the_age_of_the_last_success(warehouse_conn, dag_runs, client):
+    dag_runs("mailtrace_notify_pipeline", "success", ago(minutes=5))
+    dag_runs("mailtrace_ses_events", "success", ago(minutes=50))  # 5 intervals of 10 minutes: amber
+    dag_runs("mailtrace_weekly_report", "success", ago(days=100))
+    dag_runs("mailtrace_resend", "success", ago(days=2))
+    dags = by(client.get("/api/health").json()["dags"], "dag_id")
+    assert dags["mailtrace_notify_pipeline"]["level"] == "green"
+    assert 280 <= dags["mailtrace_notify_pipeline"]["last_success_age_seconds"] <= 400
+    assert dags["mailtrace_ses_events"]["level"] == "amber"
+    assert dags["mailtrace_weekly_report"]["level"] == "red"
+    assert dags["mailtrace_resend"]["newest_run_state"] == "success"
+    assert dags["mailtrace_resend"]["level"] == "idle"
+
+    # A failed run after a recent success is amber, and the newest state says so.
+    dag_runs("mailtrace_notify_pipeline", "failed", ago(minutes=1))
+    notify = by(client.get("/api/health").json()["dags"], "dag_id")["mailtrace_notify_pipeline"]
+    assert notify["newest_run_state"] == "failed"
+    assert notify["level"] == "amber"
+
+
+def test_receipts_are_stale_only_when_something_was_sent_since(warehouse_conn, dag_runs, client):
+    conn = warehouse_conn
+    with conn.transaction():
+        send(conn, "N1", "gc_notify", ago(hours=5), "delivered")
+        receipt(conn, "gc_notify", "ref-N1", ago(hours=4))
+        send(conn, "N2", "gc_notify", ago(hours=3))  # nothing has come back for 3 hours
+        send(conn, "S1", "ses", ago(days=3), "delivered")
+        receipt(conn, "ses", "ref-S1", ago(days=3) + timedelta(minutes=1))  # quiet, but nothing was sent
+        conn.execute(
+            "INSERT INTO mailtrace.pipeline_state (name, value, updated_at) VALUES (%s, %s, %s)",
+            ("gc_notify_list_watermark", ago(hours=4).isoformat(), ago(minutes=10)),
+        )
+    receipts = by(client.get("/api/health").json()["receipts"], "provider")
+    notify = receipts["gc_notify"]
+    assert notify["sent_since_newest_receipt"] is True
+    assert notify["level"] == "amber"
+    assert 4 * 3600 - 60 <= notify["newest_receipt_age_seconds"] <= 4 * 3600 + 120
+    assert notify["list_watermark"] == ago(hours=4).isoformat()
+    assert 540 <= notify["list_watermark_age_seconds"] <= 720
+    assert receipts["ses"]["sent_since_newest_receipt"] is False
+    assert receipts["ses"]["level"] == "green"
+
+    with conn.transaction():
+        send(conn, "N3", "gc_notify", ago(hours=2))
+        conn.execute("DELETE FROM mailtrace.provider_event WHERE provider = 'gc_notify'")
+        conn.execute("UPDATE mailtrace.provider_event SET observed_at = %s", (ago(days=3),))
+        send(conn, "S2", "ses", ago(hours=7))
+    receipts = by(client.get("/api/health").json()["receipts"], "provider")
+    assert receipts["gc_notify"]["newest_receipt_at"] is None
+    assert receipts["gc_notify"]["level"] == "amber"  # silent since its oldest unanswered send, 5 h
+    assert receipts["ses"]["level"] == "red"  # sent 7 h ago, newest receipt 3 days old
+
+
+def test_set_aside_items_and_orphans_are_counted(warehouse_conn, dag_runs, client):
+    conn = warehouse_conn
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO mailtrace.ses_dead_letter (message_id, body, error, received_at) VALUES "
+            "('m-1', '{', 'not JSON', %s), ('m-2', 'x', 'not JSON', %s)",
+            (ago(days=4), ago(hours=1)),
+        )
+        conn.execute(
+            """INSERT INTO mailtrace.notify_quarantine
+                   (notification_id, source, reason, raw_json, raw_sha256, first_seen_at, last_seen_at)
+               VALUES ('n-9', 'list', 'no created_at', '{}', 'abc', %s, %s)""",
+            (ago(days=5), ago(days=3)),
+        )
+        conn.execute(
+            """INSERT INTO mailtrace.orphan_notification (provider, provider_reference, last_seen_at)
+               VALUES ('ses', 'm-orphan', %s)""",
+            (ago(hours=2),),
+        )
+    health = client.get("/api/health").json()
+    set_aside = health["set_aside"]
+    assert set_aside["ses_dead_letters"]["count"] == 2
+    assert set_aside["ses_dead_letters"]["level"] == "red"  # one arrived within the day
+    assert set_aside["notify_quarantine"]["count"] == 1
+    assert set_aside["notify_quarantine"]["level"] == "amber"
+    orphans = by(set_aside["orphans"], "provider")
+    assert (orphans["ses"]["count"], orphans["ses"]["level"]) == (1, "amber")
+    assert (orphans["gc_notify"]["count"], orphans["gc_notify"]["level"]) == (0, "green")
+    assert health["level"] == "red"
+
+
+def test_deliverability_check_is_red_when_it_would_alert(warehouse_conn, dag_runs, client):
+    conn = warehouse_conn
+    with conn.transaction():
+        for i in range(30):
+            failing = i % 3 == 0
+            send(
+                conn,
+                f"D{i}",
+                "ses",
+                ago(hours=4, minutes=i),
+                "permanent_failure" if failing else "delivered",
+                "invalid_address" if failing else None,
+            )
+    checks = by(client.get("/api/health").json()["deliverability"], "provider")
+    assert checks["ses"]["level"] == "red"
+    assert checks["ses"]["with_verdict"] == 30
+    assert any("below the floor" in problem for problem in checks["ses"]["problems"])
+    assert checks["gc_notify"]["level"] == "idle"
+
+
+def test_a_missing_source_index_is_a_warning(warehouse_conn, dag_runs, client):
+    conn = warehouse_conn
+    indexes = conn.execute(
+        """SELECT indexname FROM pg_indexes
+            WHERE schemaname = 'mailtrace' AND tablename = 'contact' AND indexdef LIKE '%%(updated_at)%%'"""
+    ).fetchall()
+    assert indexes, "the test warehouse should index contact.updated_at"
+    with conn.transaction():
+        for (name,) in indexes:
+            conn.execute(f'DROP INDEX mailtrace."{name}"')
+    warnings = client.get("/api/health").json()["warnings"]
+    assert warnings and {w["source"] for w in warnings} == {"contact"}
+    assert any("look-ups by (updated_at)" in w["message"] for w in warnings)
+    assert {w["level"] for w in warnings} == {"amber"}
