@@ -157,7 +157,7 @@ def reconcile(
     summary = {
         "provider_events": high_water - cursor,
         "affected": affected,
-        "updated": counts["06_apply"],
+        "updated": counts["06_apply_changed"] + counts["06_apply_new"],
         "orphans_seen": counts["07_orphans"],
         "orphans_adopted": counts["08_adopted_orphans"],
         "catch_up": int(catch_up),

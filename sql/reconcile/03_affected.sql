@@ -35,23 +35,19 @@ SELECT a.event_id
     ON a.provider = p.provider AND a.client_reference_key = p.client_reference
  WHERE p.id > %(cursor)s AND p.id <= %(high_water)s AND p.client_reference IS NOT NULL
 UNION
+-- the log's own three reasons in one pass over it: through its sent_at index in a steady run (the catch-up
+-- arm is planned away when false), one scan in a catch-up run instead of three sets to de-duplicate
 SELECT e.event_id
   FROM mailtrace.event_log e
  WHERE e.sent_at >= %(log_since)s
+    OR (e.provider = 'ses' AND e.local_status = 'SENT'
+        AND e.sent_at >= %(ses_line_since)s AND e.sent_at < %(ses_silent_before)s)
+    OR (%(catch_up)s
+        AND (e.local_status = 'FAILED' OR (e.local_status = 'SENT' AND e.sent_at >= %(open_since)s))
+        AND NOT EXISTS (SELECT 1 FROM mailtrace.delivery d WHERE d.event_id = e.event_id))
 UNION
 SELECT l.event_id
   FROM mailtrace.provider_lookup l
  WHERE l.last_checked_at >= %(lookups_since)s
-UNION
-SELECT e.event_id
-  FROM mailtrace.event_log e
- WHERE e.provider = 'ses' AND e.local_status = 'SENT'
-   AND e.sent_at >= %(ses_line_since)s AND e.sent_at < %(ses_silent_before)s
-UNION
-SELECT e.event_id
-  FROM mailtrace.event_log e
- WHERE %(catch_up)s
-   AND (e.local_status = 'FAILED' OR (e.local_status = 'SENT' AND e.sent_at >= %(open_since)s))
-   AND NOT EXISTS (SELECT 1 FROM mailtrace.delivery d WHERE d.event_id = e.event_id)
 UNION
 SELECT event_id FROM pg_temp.reconcile_alias_changed

@@ -23,7 +23,10 @@ WITH candidates AS (
       FROM pg_temp.reconcile_events ev
       JOIN mailtrace.provider_event p
         ON p.provider = ev.provider AND p.client_reference = ev.client_reference_key
-     WHERE p.delivery_status IS NOT NULL
+     -- implied by the join, but said: the planner then probes the few events matched this way through the
+     -- client reference index instead of hashing the whole history for them
+     WHERE ev.client_reference_key IS NOT NULL
+       AND p.delivery_status IS NOT NULL
        AND (p.provider = 'gc_notify' OR p.recipient_email IN ('', ev.recipient_address))
        AND NOT EXISTS (
            SELECT 1 FROM mailtrace.event_log claimed
@@ -47,7 +50,7 @@ winners AS (
 -- at all long after the send ('ses_silent'); or nothing new ('keep'). A provider that only says
 -- pending never replaces a final verdict (not_at_provider, send_failed) already given.
 judged AS (
-    SELECT ev.event_id, ev.recipient_address, ev.sent_at,
+    SELECT ev.event_id, ev.recipient_address, ev.sent_at, d.event_id IS NOT NULL AS has_verdict,
            d.delivery_status, d.failure_reason, d.delivery_detail,
            w.delivery_status AS provider_status, w.failure_reason AS provider_reason,
            w.detail AS provider_detail, l.last_checked_at,
@@ -73,7 +76,7 @@ judged AS (
       LEFT JOIN mailtrace.provider_lookup l ON l.event_id = ev.event_id
 ),
 verdicts AS (
-    SELECT event_id, recipient_address, sent_at,
+    SELECT event_id, recipient_address, sent_at, has_verdict,
            CASE basis
                WHEN 'provider' THEN provider_status
                WHEN 'keep' THEN delivery_status
@@ -100,5 +103,5 @@ SELECT *
   FROM verdicts
  -- nothing known yet (no provider record, nothing to infer): no verdict row
  WHERE delivery_status IS NOT NULL
- -- in key order, so 06_apply adds to delivery's primary key sequentially instead of at random
+ -- in key order, so 06_apply_new adds to delivery's primary key sequentially instead of at random
  ORDER BY event_id
