@@ -415,7 +415,7 @@ def test_kill_between_send_and_record_then_retry_sends_once(env, monkeypatch):
     env.contacts(addresses(3))
     params = env.params(list(addresses(3)))
     chunks = plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
     calls = []
 
     def killed_after_second_post(conn, row, notification):
@@ -424,13 +424,13 @@ def test_kill_between_send_and_record_then_retry_sends_once(env, monkeypatch):
             raise Killed
         record(conn, row, notification)
 
-    monkeypatch.setattr(resend, "_record_sent", killed_after_second_post)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed_after_second_post)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=chunks[0]["chunk_index"], client=env.client())
     assert len(env.sim.sent_requests()) == 2
     assert [row[2:] for row in env.ledger()] == [("sent", 1), ("claimed", 1), ("claimed", 0)]
 
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     counts = send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
     assert counts == {"recovered": 1, "sent": 1}
     assert env.posted() == Counter({address: 1 for address in addresses(3).values()})
@@ -442,15 +442,15 @@ def test_row_left_claimed_by_a_killed_run_is_taken_over_by_a_retrigger(env, monk
     env.contacts(addresses(2))
     params = env.params(list(addresses(2)))
     plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
 
     def killed(conn, row, notification):
         raise Killed
 
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     env.run(params, run_id="run-2")
     assert env.posted() == Counter({address: 1 for address in addresses(2).values()})
     assert {row[2] for row in env.ledger()} == {"sent"}
@@ -472,7 +472,7 @@ def test_process_killed_with_sigkill_after_the_post_converges_on_retry(env):
         def die(conn, row, notification):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        resend._record_sent = die
+        resend.sending._record_sent = die
         send_chunk(ResendParams(**{vars(params)!r}), run_id="run-1", chunk_index=0)
         """
     )
@@ -701,7 +701,7 @@ def test_subject_with_a_newline_is_refused(monkeypatch):
         "error_resolved.en.html.j2": "h",
     }
     monkeypatch.setattr(
-        resend, "_jinja_environment", lambda: Environment(loader=DictLoader(templates), autoescape=True)
+        resend.rendering, "_jinja_environment", lambda: Environment(loader=DictLoader(templates), autoescape=True)
     )
     with pytest.raises(ValueError, match="single line"):
         resend.render_email(
@@ -797,17 +797,17 @@ def test_ses_kill_between_send_and_record_is_unknown_and_never_resent(env, ses, 
     env.contacts(addresses(2))
     params = env.params(list(addresses(2)))
     plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
 
     def killed(conn, row, notification):
         raise Killed
 
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0)
     assert ses.sent_to() == {"delivered+1@example.gov": 1}  # SES took it; the ledger never heard
 
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     assert send_chunk(params, run_id="run-1", chunk_index=0) == {"unknown": 1, "sent": 1}  # Airflow's retry
     assert send_chunk(params, run_id="run-1", chunk_index=0) == {}  # and another: nothing left to do
     assert ses.sent_to() == Counter(addresses(2).values())  # STR-000001 was not sent a second time
@@ -842,11 +842,11 @@ def test_ses_row_left_open_by_a_killed_run_is_not_taken_over_by_a_retrigger(env,
     def killed(conn, row, notification):
         raise Killed
 
-    record = resend._record_sent
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    record = resend.sending._record_sent
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0)
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
 
     assert plan_resend(params, run_id="run-2") == []
     assert [(row["subject_id"], row["reason"]) for row in env.outcome("run-2")] == [

@@ -1,0 +1,47 @@
+"""Resend constants shared by the steps: email kinds, languages, limits, S3 prefixes, provider names."""
+
+from __future__ import annotations
+
+import re
+
+from mailtrace.providers.gc_notify import (
+    PROVIDER,
+)
+from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
+
+AWS_CONN_ID = "aws_default"
+NOTIFICATION_TYPES = {"error_resolved": "ERROR_RESOLVED", "submission_error": "SUBMISSION_ERROR"}
+LANGUAGES = ("en", "fr")
+# How each id_type is named in the email. The French nouns are all feminine, which the templates rely on.
+ID_LABELS = {
+    "en": {"registration": "registration", "application": "application", "tax_return": "tax return"},
+    "fr": {"registration": "inscription", "application": "demande", "tax_return": "déclaration de revenus"},
+}
+# Anchored at both ends without `$` (which also matches before a final newline, so "INC-1\n" passed) and
+# without \A/\Z (the trigger form's JavaScript regexes lack them): the lookahead means "nothing follows".
+INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])"
+# GC Notify allows 1,000 requests a minute per API key; stay under it by default.
+DEFAULT_RATE_PER_MINUTE = 900
+MAX_CHUNK_SIZE = 1000
+OUTCOME_PREFIX = "resend-outcomes"
+# Where ops upload ID lists by default (see `ids_prefix`).
+REQUESTS_PREFIX = "resend-requests"
+OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
+PACER_NAME = PROVIDER
+PROVIDERS = (PROVIDER, SES_PROVIDER)
+# Advisory lock class for "this reference is being sent right now" (second key: hash of the reference).
+SEND_LOCK_CLASS = 7_301_200
+# After an ambiguous Notify answer, wait at least this long before a lookup miss may lead to a new send
+# (Notify can store an accepted notification asynchronously). Variable mailtrace_resend_settle_seconds.
+DEFAULT_SETTLE_SECONDS = 120
+# SES throttling ("Maximum sending rate exceeded") is a certain refusal: retried in the task this often.
+SES_THROTTLE_TRIES = 4
+SES_THROTTLE_BACKOFF_SECONDS = 1.0
+_SES_THROTTLE_CODES = frozenset({"Throttling", "ThrottlingException", "TooManyRequestsException"})
+UNKNOWN_DETAIL = (
+    "an earlier SES call may have delivered this email and SES cannot be asked: check (SES sending "
+    "statistics, the recipient), then trigger the ID with force_resend if it should be sent"
+)
+_MAX_ID_CHARS = 100
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+_SUBJECT_FORBIDDEN = re.compile(r"[\r\n\x0b\x0c\x85\u2028\u2029]")
