@@ -167,7 +167,7 @@ def test_no_address_or_secret_leaks_into_logs_or_emails(
     lookup_open_events(warehouse_conn, client, now=NOW)
     reconcile(warehouse_conn, now=NOW)
 
-    local_day = NOW.astimezone(report._zone(report.DEFAULT_TIMEZONE)).date()  # noqa: SLF001
+    local_day = NOW.astimezone(report.periods._zone(report.DEFAULT_TIMEZONE)).date()  # noqa: SLF001
     period = report.adhoc_period(local_day - timedelta(days=1), local_day)
     built = report.build_report(period, bucket=s3_bucket, run_id="manual__privacy")
     sent = report.email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="manual__privacy")

@@ -701,7 +701,9 @@ def test_subject_with_a_newline_is_refused(monkeypatch):
         "error_resolved.en.html.j2": "h",
     }
     monkeypatch.setattr(
-        resend.rendering, "_jinja_environment", lambda: Environment(loader=DictLoader(templates), autoescape=True)
+        resend.rendering,
+        "_jinja_environment",
+        lambda: Environment(loader=DictLoader(templates), autoescape=True),
     )
     with pytest.raises(ValueError, match="single line"):
         resend.render_email(

@@ -304,7 +304,7 @@ def test_sql_looking_values_flow_through_the_pipeline_as_plain_data(
     extract_list(warehouse_conn, NotifyClient(notify_sim.api_key, notify_sim.base_url), now=NOW)
     reconcile(warehouse_conn, now=NOW)
     update_flags(warehouse_conn)
-    local_day = created.astimezone(report._zone("America/Vancouver")).date()  # noqa: SLF001
+    local_day = created.astimezone(report.periods._zone("America/Vancouver")).date()  # noqa: SLF001
     built = build_report(adhoc_period(local_day, local_day), bucket=s3_bucket)
 
     assert warehouse_conn.execute("SELECT subject_id, email FROM mailtrace.contact").fetchall() == [
@@ -351,7 +351,7 @@ def test_absurd_thresholds_are_refused(values):
 def test_report_size_and_expiry_settings_must_be_positive_whole_numbers(monkeypatch, value):
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_LINK_EXPIRY_HOURS", value)
     with pytest.raises(ValueError, match="mailtrace_report_link_expiry_hours"):
-        report._positive_int_setting("report_link_expiry_hours", 72, report.MAX_LINK_EXPIRY_HOURS)  # noqa: SLF001
+        report.deliver._positive_int_setting("report_link_expiry_hours", 72, report.MAX_LINK_EXPIRY_HOURS)  # noqa: SLF001
 
 
 @pytest.mark.parametrize(
