@@ -29,6 +29,7 @@ from mailtrace import report, resend
 from mailtrace.mailer import build_message, send_email
 from mailtrace.monitoring import Thresholds
 from mailtrace.report import ReportPeriodError, adhoc_period, build_report, resolve_period
+from mailtrace.settings import setting
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -351,7 +352,7 @@ def test_absurd_thresholds_are_refused(values):
 def test_report_size_and_expiry_settings_must_be_positive_whole_numbers(monkeypatch, value):
     monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_LINK_EXPIRY_HOURS", value)
     with pytest.raises(ValueError, match="mailtrace_report_link_expiry_hours"):
-        report.deliver._positive_int_setting("report_link_expiry_hours", 72, report.MAX_LINK_EXPIRY_HOURS)  # noqa: SLF001
+        setting("report_link_expiry_hours")
 
 
 @pytest.mark.parametrize(

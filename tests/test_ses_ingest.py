@@ -328,7 +328,7 @@ def test_logs_mask_addresses(warehouse_conn, aws, s3_bucket, queue_url, caplog):
 
 def test_refuses_a_connection_inside_a_transaction(warehouse_conn, aws, s3_bucket, queue_url):
     warehouse_conn.execute("SELECT 1")
-    with pytest.raises(ValueError, match="outside any transaction"):
+    with pytest.raises(RuntimeError, match="no open transaction"):
         drain(warehouse_conn, queue_url, s3_bucket)
     warehouse_conn.rollback()
 

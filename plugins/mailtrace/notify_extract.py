@@ -35,6 +35,7 @@ import psycopg
 from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
+from mailtrace.locks import EXTRACT_LOCK_BASE
 from mailtrace.paths import read_sql
 from mailtrace.providers.gc_notify import (
     PROVIDER,
@@ -43,7 +44,7 @@ from mailtrace.providers.gc_notify import (
     parse_timestamp,
     to_provider_event,
 )
-from mailtrace.warehouse import EXTRACT_LOCK_BASE, drop_session_if_client_vanishes, get_state
+from mailtrace.warehouse import drop_session_if_client_vanishes, get_state
 
 log = logging.getLogger(__name__)
 

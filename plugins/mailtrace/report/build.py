@@ -10,12 +10,14 @@ from pathlib import Path
 import psycopg
 from psycopg.types.json import Jsonb
 
+from mailtrace.locks import MANIFEST_LOCK
 from mailtrace.paths import read_sql
-from mailtrace.report.constants import AWS_CONN_ID, DEFAULT_TIMEZONE, MANIFEST_LOCK, SUBJECT_ID_COLUMN
+from mailtrace.report.constants import SUBJECT_ID_COLUMN
 from mailtrace.report.csv_file import write_report_csv
 from mailtrace.report.periods import ReportPeriod, resolve_period, weekly_period
 from mailtrace.report.summary import flags_window, summarise_failures
-from mailtrace.settings import get_setting
+from mailtrace.s3 import s3_hook
+from mailtrace.settings import required_setting, setting
 from mailtrace.warehouse import apply_migrations, connect
 
 log = logging.getLogger(__name__)
@@ -24,40 +26,8 @@ log = logging.getLogger(__name__)
 # Build
 
 
-def _s3_hook():
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=AWS_CONN_ID, extra_args={"ContentType": "text/csv; charset=utf-8"})
-
-
 # The "newly flagged" window is fixed when a report is first built: a rebuild (a re-run, or the
 # following week's correction pass) keeps it, so the email lists the same flags and windows never overlap.
-_UPSERT_MANIFEST = """
-INSERT INTO mailtrace.report_manifest
-    (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
-     row_count, byte_count, checksum_sha256, summary, built_run_id, flags_since, flags_until, email_owed,
-     not_emailed_note)
-VALUES (%(bucket)s, %(s3_key)s, %(period_kind)s, %(period_start)s, %(period_end)s, %(period_timezone)s,
-        %(period_label)s, %(row_count)s, %(byte_count)s, %(checksum_sha256)s, %(summary)s, %(built_run_id)s,
-        %(flags_since)s, %(flags_until)s, coalesce(%(email_owed)s::boolean, false), %(not_emailed_note)s)
-ON CONFLICT (bucket, s3_key) DO UPDATE SET
-    -- Owed once a build meant to email it, until an email goes out; a rebuild (email_owed NULL) keeps it.
-    email_owed = report_manifest.email_owed
-                 OR (coalesce(%(email_owed)s::boolean, false) AND report_manifest.sent_at IS NULL),
-    not_emailed_note = CASE WHEN %(email_owed)s::boolean IS NULL THEN report_manifest.not_emailed_note
-                            ELSE %(not_emailed_note)s END,
-    period_kind = EXCLUDED.period_kind,
-    period_start = EXCLUDED.period_start,
-    period_end = EXCLUDED.period_end,
-    period_timezone = EXCLUDED.period_timezone,
-    period_label = EXCLUDED.period_label,
-    row_count = EXCLUDED.row_count,
-    byte_count = EXCLUDED.byte_count,
-    checksum_sha256 = EXCLUDED.checksum_sha256,
-    summary = EXCLUDED.summary,
-    built_at = now(),
-    built_run_id = EXCLUDED.built_run_id
-"""
 
 
 def build_report(
@@ -82,18 +52,20 @@ def build_report(
             csv_path = Path(scratch) / "report.csv"
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                (flags_cutoff,) = conn.execute(read_sql("report_flags_cutoff.sql")).fetchone()
+                (flags_cutoff,) = conn.execute(read_sql("report/flags_cutoff.sql")).fetchone()
                 with csv_path.open("wb") as out:
                     stats = write_report_csv(conn, period, out, subject_id_header=subject_id_header)
                 summary = summarise_failures(conn, period)
             if summary["total"] != stats.row_count:
                 raise RuntimeError(f"summary counts {summary['total']} rows, the CSV {stats.row_count}")
-            _s3_hook().load_file(csv_path, key=period.s3_key, bucket_name=bucket, replace=True, encrypt=True)
+            s3_hook(content_type="text/csv; charset=utf-8").load_file(
+                csv_path, key=period.s3_key, bucket_name=bucket, replace=True, encrypt=True
+            )
         with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MANIFEST_LOCK,))
+            conn.execute(read_sql("report/manifest_lock.sql"), (MANIFEST_LOCK,))
             flags_since, flags_until = flags_window(conn, period, flags_cutoff)
             conn.execute(
-                _UPSERT_MANIFEST,
+                read_sql("report/upsert_manifest.sql"),
                 {
                     "bucket": bucket,
                     "s3_key": period.s3_key,
@@ -153,9 +125,7 @@ def first_deployment_note(
     if period.kind != "weekly" or weekly_period(now, period.timezone) == period:
         return None
     emailed_before = conn.execute(
-        """SELECT 1 FROM mailtrace.report_manifest
-           WHERE bucket = %s AND period_kind = 'weekly' AND sent_at IS NOT NULL AND period_start < %s
-           LIMIT 1""",
+        read_sql("report/emailed_before.sql"),
         (bucket, period.start),
     ).fetchone()
     conn.commit()
@@ -175,9 +145,9 @@ def build_for_run(
     A scheduled run for a week before the latest, on a first deployment, builds without emailing
     (`first_deployment_note`); every other run's report is owed to the examiners until emailed.
     """
-    timezone = get_setting("timezone", DEFAULT_TIMEZONE)
+    timezone = setting("timezone")
     period = resolve_period(params, logical_date, timezone)
-    bucket = get_setting("report_bucket")
+    bucket = required_setting("report_bucket", "the report")
     note = None
     if not manual_run:
         with connect() as conn:
@@ -189,7 +159,7 @@ def build_for_run(
         period,
         bucket=bucket,
         run_id=run_id,
-        subject_id_header=get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+        subject_id_header=setting("subject_id_header"),
         email_owed=note is None,
         not_emailed_note=note,
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import date, timedelta
 
-AWS_CONN_ID = "aws_default"
-DEFAULT_TIMEZONE = "America/Vancouver"
+from mailtrace.s3 import AWS_CONN_ID  # noqa: F401  (the UI imports it from mailtrace.report)
+from mailtrace.settings import REGISTRY
+
+DEFAULT_TIMEZONE = REGISTRY["timezone"].default
 KEY_PREFIX = "failed-notifications/"
 
 
@@ -25,23 +26,13 @@ CSV_COLUMNS = (
     "delivery_detail",
 )
 
-# A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV injection").
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
-
 MAX_ADHOC_DAYS = 366
 EARLIEST_DAY = date(1970, 1, 1)
 LATEST_DAY = date(9998, 12, 31)
-DEFAULT_ATTACH_MAX_BYTES = 5 * 1024 * 1024
-DEFAULT_LINK_EXPIRY_HOURS = 72
 # A weekly report emailed this long after its week ended says it is late (a Monday 06:00 run is on time).
 LATE_AFTER = timedelta(days=1)
-# S3 (SigV4) refuses presigned URLs valid for longer than seven days.
-MAX_LINK_EXPIRY_HOURS = 7 * 24
+MAX_LINK_EXPIRY_HOURS = REGISTRY["report_link_expiry_hours"].maximum
 # Rows fetched from the server-side cursor per round trip: the most rows ever held in memory.
 FETCH_ROWS = 2_000
 # Newly flagged addresses listed in the email body; the rest are counted, not listed.
 FLAGGED_LISTED_MAX = 200
-# Serialises manifest upserts, so two builds never compute overlapping "newly flagged" windows.
-MANIFEST_LOCK = 7_301_004
-
-_ADDRESS = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+")

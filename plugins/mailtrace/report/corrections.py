@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
+from mailtrace.paths import read_sql
 from mailtrace.report.build import build_report
-from mailtrace.report.constants import DEFAULT_TIMEZONE, SUBJECT_ID_COLUMN
+from mailtrace.report.constants import SUBJECT_ID_COLUMN
 from mailtrace.report.deliver import (
     _file_context,
     _jinja,
@@ -15,7 +16,7 @@ from mailtrace.report.deliver import (
     examiner_recipients,
 )
 from mailtrace.report.periods import ReportPeriod, _period_from_manifest, _zone, resolve_period
-from mailtrace.settings import get_setting
+from mailtrace.settings import required_setting, setting
 from mailtrace.warehouse import apply_migrations, connect
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def rebuild_previous_week(
     with connect() as conn:
         apply_migrations(conn)
         exists = conn.execute(
-            "SELECT 1 FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s",
+            read_sql("report/manifest_exists.sql"),
             (bucket, previous.s3_key),
         ).fetchone()
         conn.commit()
@@ -60,12 +61,12 @@ def rebuild_previous_for_run(
     *, params: dict | None, logical_date: datetime, run_id: str | None = None
 ) -> dict:
     """`rebuild_previous_week` for a DAG run: the week before the run's period, settings from Variables."""
-    timezone = get_setting("timezone", DEFAULT_TIMEZONE)
+    timezone = setting("timezone")
     return rebuild_previous_week(
         resolve_period(params, logical_date, timezone),
-        bucket=get_setting("report_bucket"),
+        bucket=required_setting("report_bucket", "the report"),
         run_id=run_id,
-        subject_id_header=get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+        subject_id_header=setting("subject_id_header"),
     )
 
 

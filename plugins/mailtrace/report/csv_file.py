@@ -9,24 +9,13 @@ from typing import BinaryIO
 
 import psycopg
 
+from mailtrace.csv_cells import neutralise_cell
 from mailtrace.events import FAILED_STATUSES
 from mailtrace.paths import read_sql
-from mailtrace.report.constants import CSV_COLUMNS, FETCH_ROWS, FORMULA_TRIGGERS, SUBJECT_ID_COLUMN
+from mailtrace.report.constants import CSV_COLUMNS, FETCH_ROWS, SUBJECT_ID_COLUMN
 from mailtrace.report.periods import ReportPeriod, _zone
 
 # CSV
-
-
-def neutralise_cell(value: str | None) -> str:
-    """Prefix `'` to a cell a spreadsheet would run as a formula; the text stays readable and exact.
-
-    Leading spaces do not make a formula safe (some spreadsheets trim them), as for the outcome CSV.
-    """
-    if value is None:
-        return ""
-    if value.lstrip(" ").startswith(FORMULA_TRIGGERS):
-        return "'" + value
-    return value
 
 
 def csv_header(subject_id_header: str = SUBJECT_ID_COLUMN) -> list[str]:
@@ -83,7 +72,7 @@ def write_report_csv(
     row_count = 0
     with conn.cursor(name="mailtrace_failed_report") as cursor:
         cursor.itersize = FETCH_ROWS
-        cursor.execute(read_sql("report_failed_notifications.sql"), _period_params(period))
+        cursor.execute(read_sql("report/failed_notifications.sql"), _period_params(period))
         for sent_at, *text_values in cursor:
             date_sent = sent_at.astimezone(zone).isoformat(timespec="seconds")
             writer.writerow([date_sent, *(neutralise_cell(value) for value in text_values)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from datetime import UTC, datetime, timedelta
@@ -11,21 +12,17 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from mailtrace.addresses import address_problem
 from mailtrace.mailer import Attachment, RecipientsRefused, send_email
-from mailtrace.paths import TEMPLATES_DIR
+from mailtrace.paths import TEMPLATES_DIR, read_sql
 from mailtrace.privacy import mask_email, mask_text
-from mailtrace.report.build import _s3_hook
 from mailtrace.report.constants import (
-    _ADDRESS,
-    DEFAULT_ATTACH_MAX_BYTES,
-    DEFAULT_LINK_EXPIRY_HOURS,
     LATE_AFTER,
-    MAX_LINK_EXPIRY_HOURS,
-    SUBJECT_ID_COLUMN,
 )
 from mailtrace.report.periods import ReportPeriod, _period_from_manifest, _zone
 from mailtrace.report.summary import _manifest_flags_window, newly_flagged
-from mailtrace.settings import get_email_list, get_setting
+from mailtrace.s3 import s3_hook
+from mailtrace.settings import setting
 from mailtrace.warehouse import connect
 
 log = logging.getLogger(__name__)
@@ -36,31 +33,17 @@ log = logging.getLogger(__name__)
 
 def examiner_recipients() -> list[str]:
     """Addresses from Variable `mailtrace_examiner_emails`; refuses an empty list or a malformed address."""
-    recipients = get_email_list("examiner_emails")
+    recipients = setting("examiner_emails")
     if not recipients:
         raise ValueError(
             "Variable mailtrace_examiner_emails lists no addresses; nobody to send the report to"
         )
-    bad = [address for address in recipients if not _ADDRESS.fullmatch(address)]
+    bad = [address for address in recipients if address_problem(address)]
     if bad:
         raise ValueError(
             "Variable mailtrace_examiner_emails has malformed addresses: " + ", ".join(map(mask_email, bad))
         )
     return recipients
-
-
-def _positive_int_setting(name: str, default: int, maximum: int | None = None) -> int:
-    value = get_setting(name, default)
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"Variable mailtrace_{name} must be a whole number, got {str(value)[:40]!r}"
-        ) from None
-    if number < 1 or (maximum is not None and number > maximum):
-        limit = f" and at most {maximum}" if maximum is not None else ""
-        raise ValueError(f"Variable mailtrace_{name} must be at least 1{limit}, got {number}")
-    return number
 
 
 def should_send(manifest: dict, *, run_id: str | None, manual_run: bool) -> bool:
@@ -84,6 +67,7 @@ def _signed(number: int) -> str:
     return f"{number:+d}" if number else "0"
 
 
+@functools.cache
 def _jinja() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
@@ -114,26 +98,13 @@ def render_email(context: dict) -> tuple[str, str, str]:
 
 # sent_* describe the content the examiners last received (the report, or a correction of it): the
 # manifest as it was read before sending, so a rebuild racing the email is still mailed as a correction.
-_MARK_SENT = """
-UPDATE mailtrace.report_manifest
-SET recipients = %(recipients)s, delivery = %(delivery)s, message_id = %(message_id)s, sent_at = now(),
-    sent_run_id = %(run_id)s, sent_checksum = %(checksum)s, sent_row_count = %(row_count)s,
-    sent_summary = %(summary)s, sent_kind = %(kind)s, email_owed = false
-WHERE bucket = %(bucket)s AND s3_key = %(s3_key)s
-"""
 
 # The report stays owed; the error (masked) is kept for the late line and for whoever looks.
-_MARK_NOT_SENT = """
-UPDATE mailtrace.report_manifest SET email_error = %(error)s, email_failed_at = now()
-WHERE bucket = %(bucket)s AND s3_key = %(s3_key)s
-"""
 
 
 def _load_manifest(conn: psycopg.Connection, bucket: str, s3_key: str) -> dict | None:
     with conn.cursor(row_factory=dict_row) as cursor:
-        manifest = cursor.execute(
-            "SELECT * FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s", (bucket, s3_key)
-        ).fetchone()
+        manifest = cursor.execute(read_sql("report/load_manifest.sql"), (bucket, s3_key)).fetchone()
     conn.commit()
     return manifest
 
@@ -168,7 +139,7 @@ def _send_and_record(
         raise refusal
     with conn.transaction():
         conn.execute(
-            _MARK_SENT,
+            read_sql("report/mark_sent.sql"),
             {
                 "recipients": recipients,
                 "delivery": context["delivery"],
@@ -190,7 +161,7 @@ def _record_not_sent(conn: psycopg.Connection, manifest: dict, error: BaseExcept
     conn.rollback()
     with conn.transaction():
         conn.execute(
-            _MARK_NOT_SENT,
+            read_sql("report/mark_not_sent.sql"),
             {
                 "error": mask_text(f"{type(error).__name__}: {error}")[:2000],
                 "bucket": manifest["bucket"],
@@ -257,7 +228,7 @@ def email_report(
             "flagged_cleared": flagged.cleared,
             "flags_since": flags_since.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "flags_until": flags_until.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            "subject_id_header": get_setting("subject_id_header", SUBJECT_ID_COLUMN),
+            "subject_id_header": setting("subject_id_header"),
             "late_note": late_note(manifest, period, now or datetime.now(UTC)),
         }
         _send_and_record(
@@ -305,17 +276,15 @@ def _deliverable(manifest: dict) -> tuple[str | None, tuple[Attachment, ...], st
     """
     if manifest["row_count"] == 0:
         return None, (), "", None
-    hook = _s3_hook()
+    hook = s3_hook()
     bucket, key = manifest["bucket"], manifest["s3_key"]
-    max_bytes = _positive_int_setting("report_attach_max_bytes", DEFAULT_ATTACH_MAX_BYTES)
+    max_bytes = setting("report_attach_max_bytes")
     if manifest["byte_count"] <= max_bytes:
         content = hook.get_conn().get_object(Bucket=bucket, Key=key)["Body"].read()
         if hashlib.sha256(content).hexdigest() != manifest["checksum_sha256"]:
             raise RuntimeError(f"s3://{bucket}/{key} no longer matches its manifest; rebuild the report")
         return "attachment", (Attachment(_attachment_name(key), content, "text/csv"),), "", None
-    hours = _positive_int_setting(
-        "report_link_expiry_hours", DEFAULT_LINK_EXPIRY_HOURS, MAX_LINK_EXPIRY_HOURS
-    )
+    hours = setting("report_link_expiry_hours")
     expires_at = datetime.now(UTC) + timedelta(hours=hours)
     link = hook.generate_presigned_url(
         "get_object", params={"Bucket": bucket, "Key": key}, expires_in=hours * 3600

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from mailtrace.report.constants import DEFAULT_TIMEZONE
+from mailtrace.paths import read_sql
 from mailtrace.report.deliver import email_report
 from mailtrace.report.periods import resolve_period
-from mailtrace.settings import get_setting
+from mailtrace.settings import required_setting, setting
 from mailtrace.warehouse import apply_migrations, connect
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ def email_owed_reports(
         owed = [
             key
             for (key,) in conn.execute(
-                """SELECT s3_key FROM mailtrace.report_manifest
-                   WHERE bucket = %s AND email_owed AND sent_at IS NULL AND period_end <= %s
-                   ORDER BY period_start, s3_key""",
+                read_sql("report/owed_reports.sql"),
                 (bucket, before),
             )
         ]
@@ -47,5 +45,7 @@ def email_owed_reports(
 
 def email_owed_for_run(*, params: dict | None, logical_date: datetime, run_id: str | None = None) -> dict:
     """`email_owed_reports` for a DAG run: reports owed from before this run's period."""
-    period = resolve_period(params, logical_date, get_setting("timezone", DEFAULT_TIMEZONE))
-    return email_owed_reports(bucket=get_setting("report_bucket"), before=period.start, run_id=run_id)
+    period = resolve_period(params, logical_date, setting("timezone"))
+    return email_owed_reports(
+        bucket=required_setting("report_bucket", "the report"), before=period.start, run_id=run_id
+    )

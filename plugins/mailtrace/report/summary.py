@@ -44,7 +44,7 @@ def summarise_failures(conn: psycopg.Connection, period: ReportPeriod) -> dict:
     by_type: dict[str, list[int]] = {}
     by_reason: dict[tuple[str, str], list[int]] = {}
     for which, notification_type, status, reason, failures in conn.execute(
-        read_sql("report_failed_summary.sql"), params
+        read_sql("report/failed_summary.sql"), params
     ):
         slot = 0 if which == "current" else 1
         totals[which] += failures
@@ -78,7 +78,7 @@ def newly_flagged(
     failed email that caused it was sent (it may be in an earlier week).
     """
     rows = conn.execute(
-        read_sql("report_newly_flagged.sql"),
+        read_sql("report/newly_flagged.sql"),
         {"flags_since": flags_since, "flags_until": flags_until, "max_rows": FLAGGED_LISTED_MAX},
     ).fetchall()
     zone = _zone(timezone)
@@ -118,7 +118,7 @@ def flags_window(
         since = period.start
         return since, max(since, min(cutoff, period.end))
     previous_until, next_since = conn.execute(
-        read_sql("report_flags_window.sql"), {"period_start": period.start}
+        read_sql("report/flags_window.sql"), {"period_start": period.start}
     ).fetchone()
     since = previous_until or period.start
     until = min(cutoff, next_since) if next_since is not None else cutoff

@@ -36,6 +36,7 @@ per provider), so parallel chunks together stay at the requested rate; the Notif
 handling and the SES throttling retry cover the rest.
 """
 
+from mailtrace.addresses import address_problem
 from mailtrace.resend.constants import (
     DEFAULT_SETTLE_SECONDS,
     INCIDENT_ID_PATTERN,
@@ -49,7 +50,6 @@ from mailtrace.resend.planning import plan_resend
 from mailtrace.resend.rendering import render_email
 from mailtrace.resend.sending import send_chunk
 from mailtrace.resend.summary import summarize_run
-from mailtrace.resend.validation import address_problem
 
 __all__ = [
     "DEFAULT_SETTLE_SECONDS",

@@ -8,8 +8,8 @@ from mailtrace.providers.gc_notify import (
     PROVIDER,
 )
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
+from mailtrace.settings import REGISTRY
 
-AWS_CONN_ID = "aws_default"
 NOTIFICATION_TYPES = {"error_resolved": "ERROR_RESOLVED", "submission_error": "SUBMISSION_ERROR"}
 LANGUAGES = ("en", "fr")
 # How each id_type is named in the email. The French nouns are all feminine, which the templates rely on.
@@ -29,11 +29,9 @@ REQUESTS_PREFIX = "resend-requests"
 OUTCOME_HEADER = ["line", "input_value", "subject_id", "decision", "reason", "detail", "recipient"]
 PACER_NAME = PROVIDER
 PROVIDERS = (PROVIDER, SES_PROVIDER)
-# Advisory lock class for "this reference is being sent right now" (second key: hash of the reference).
-SEND_LOCK_CLASS = 7_301_200
 # After an ambiguous Notify answer, wait at least this long before a lookup miss may lead to a new send
 # (Notify can store an accepted notification asynchronously). Variable mailtrace_resend_settle_seconds.
-DEFAULT_SETTLE_SECONDS = 120
+DEFAULT_SETTLE_SECONDS = REGISTRY["resend_settle_seconds"].default
 # SES throttling ("Maximum sending rate exceeded") is a certain refusal: retried in the task this often.
 SES_THROTTLE_TRIES = 4
 SES_THROTTLE_BACKOFF_SECONDS = 1.0

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from psycopg.rows import dict_row
 
+from mailtrace.paths import read_sql
 from mailtrace.privacy import mask_email, mask_text
 from mailtrace.providers.gc_notify import (
     PROVIDER,
@@ -35,11 +36,7 @@ class _LedgerRow:
 def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
-            """SELECT incident_id, subject_type, subject_id, generation, reference, recipient_email,
-                      template, language, notification_type, provider
-               FROM mailtrace.resend_request
-               WHERE dag_run_id = %s AND chunk_index = %s AND status = 'claimed'
-               ORDER BY subject_id, generation""",
+            read_sql("resend/chunk_rows.sql"),
             (run_id, chunk_index),
         ).fetchall()
     return [_LedgerRow(**row) for row in rows]
@@ -48,10 +45,7 @@ def _chunk_rows(conn, run_id: str, chunk_index: int) -> list[_LedgerRow]:
 def _start_attempt(conn, row: _LedgerRow) -> None:
     """Commit that a provider call is about to start (its outcome is open until recorded or closed)."""
     conn.execute(
-        """UPDATE mailtrace.resend_request
-           SET attempts = attempts + 1, last_attempt_at = clock_timestamp(), attempt_open = true,
-               updated_at = now()
-           WHERE reference = %s""",
+        read_sql("resend/start_attempt.sql"),
         (row.reference,),
     )
 
@@ -64,15 +58,14 @@ def _stored_error(message: object) -> str:
 def _close_attempt(conn, row: _LedgerRow, message: str) -> None:
     """The call was certainly not accepted (rate-limited, no connection): sending again is safe."""
     conn.execute(
-        """UPDATE mailtrace.resend_request SET attempt_open = false, error = %s, updated_at = now()
-           WHERE reference = %s""",
+        read_sql("resend/close_attempt.sql"),
         (_stored_error(message), row.reference),
     )
 
 
 def _note_error(conn, row: _LedgerRow, message: str) -> None:
     conn.execute(
-        "UPDATE mailtrace.resend_request SET error = %s, updated_at = now() WHERE reference = %s",
+        read_sql("resend/note_error.sql"),
         (_stored_error(message), row.reference),
     )
 
@@ -82,9 +75,7 @@ def _mark_failed(conn, row: _LedgerRow, message: str) -> None:
         "the provider refused the email to %s: %s", mask_email(row.recipient_email), _stored_error(message)
     )
     conn.execute(
-        """UPDATE mailtrace.resend_request
-           SET status = 'failed', attempt_open = false, error = %s, updated_at = now()
-           WHERE reference = %s AND status = 'claimed'""",
+        read_sql("resend/mark_failed.sql"),
         (_stored_error(message), row.reference),
     )
 
@@ -97,8 +88,7 @@ def _mark_unknown(conn, row: _LedgerRow, message: str) -> None:
         UNKNOWN_DETAIL,
     )
     conn.execute(
-        """UPDATE mailtrace.resend_request SET status = 'unknown', error = %s, updated_at = now()
-           WHERE reference = %s AND status = 'claimed'""",
+        read_sql("resend/mark_unknown.sql"),
         (_stored_error(message), row.reference),
     )
 
@@ -113,19 +103,11 @@ def _record_sent(conn, row: _LedgerRow, notification: dict) -> None:
     sent_at = parse_timestamp(notification.get("created_at")) or datetime.now(UTC)
     with conn.transaction():
         conn.execute(
-            """UPDATE mailtrace.resend_request
-               SET status = 'sent', provider_reference = %(provider_reference)s, event_id = %(reference)s,
-                   sent_at = %(sent_at)s, attempt_open = false, error = NULL, updated_at = now()
-               WHERE reference = %(reference)s""",
+            read_sql("resend/mark_sent.sql"),
             {"provider_reference": provider_reference, "reference": row.reference, "sent_at": sent_at},
         )
         conn.execute(
-            """INSERT INTO mailtrace.own_notification_event
-                   (event_id, subject_type, subject_id, notification_type, recipient_email, provider,
-                    provider_reference, client_reference, sent_at, local_status)
-               VALUES (%(reference)s, %(subject_type)s, %(subject_id)s, %(notification_type)s, %(email)s,
-                       %(provider)s, %(provider_reference)s, %(reference)s, %(sent_at)s, 'SENT')
-               ON CONFLICT (event_id) DO NOTHING""",
+            read_sql("resend/record_own_send.sql"),
             {
                 "reference": row.reference,
                 "subject_type": row.subject_type,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from mailtrace.paths import read_sql
 from mailtrace.resend.constants import PACER_NAME
 
 
@@ -35,12 +36,7 @@ class Pacer:
     def wait(self) -> None:
         with self._conn.transaction():
             (delay,) = self._conn.execute(
-                """INSERT INTO mailtrace.send_pacer AS pacer (name, next_slot)
-                   VALUES (%(name)s, clock_timestamp() + make_interval(secs => %(interval)s))
-                   ON CONFLICT (name) DO UPDATE SET next_slot =
-                       greatest(pacer.next_slot, clock_timestamp()) + make_interval(secs => %(interval)s)
-                   RETURNING extract(epoch FROM pacer.next_slot - clock_timestamp())::float8
-                             - %(interval)s""",
+                read_sql("resend/reserve_pacer_slot.sql"),
                 {"name": self.name, "interval": self.interval},
             ).fetchone()
         if delay > 0:

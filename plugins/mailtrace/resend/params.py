@@ -18,7 +18,7 @@ from mailtrace.resend.constants import (
     NOTIFICATION_TYPES,
 )
 from mailtrace.resend.errors import ResendInputError
-from mailtrace.settings import get_setting
+from mailtrace.settings import setting
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class ResendParams:
 
 def id_patterns() -> dict[str, str]:
     """ID regex per id_type: the defaults, overridden by Variable `mailtrace_resend_id_patterns`."""
-    overrides = get_setting("resend_id_patterns", {})
+    overrides = setting("resend_id_patterns")
     if not isinstance(overrides, dict):
         raise ResendInputError("Variable mailtrace_resend_id_patterns must be a JSON object {id_type: regex}")
     return {**DEFAULT_ID_PATTERNS, **overrides}

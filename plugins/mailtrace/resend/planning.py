@@ -13,12 +13,14 @@ from mailtrace.id_list import (
     IdListError,
     to_csv,
 )
+from mailtrace.paths import read_sql
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
 from mailtrace.resend.constants import OUTCOME_HEADER, UNKNOWN_DETAIL
 from mailtrace.resend.errors import ResendInputError
 from mailtrace.resend.params import ResendParams, id_patterns, reference_for
 from mailtrace.resend.provider_config import check_provider_settings, resend_provider
 from mailtrace.resend.rendering import render_email
+from mailtrace.resend.states import DecisionKind, LedgerStatus, Reason
 from mailtrace.resend.storage import write_outcome_csv
 from mailtrace.resend.validation import (
     Decision,
@@ -47,11 +49,7 @@ def _existing_ledger_rows(conn, params: ResendParams, ids: list[str]) -> dict[st
     """The newest ledger row per subject of this incident, locked until the plan commits."""
     with conn.cursor(row_factory=dict_row) as cursor:
         rows = cursor.execute(
-            """SELECT subject_id, generation, status, dag_run_id, sent_at, provider, attempt_open, reference
-               FROM mailtrace.resend_request
-               WHERE incident_id = %s AND subject_type = %s AND subject_id = ANY(%s)
-               ORDER BY subject_id, generation
-               FOR UPDATE""",
+            read_sql("resend/existing_ledger_rows.sql"),
             (params.incident_id, params.id_type, ids),
         ).fetchall()
     return {row["subject_id"]: row for row in rows}  # ordered by generation: the newest wins
@@ -59,9 +57,13 @@ def _existing_ledger_rows(conn, params: ResendParams, ids: list[str]) -> dict[st
 
 def _outcome_unknown(latest: dict) -> bool:
     """The row's last call may have gone out and the provider cannot be asked: a human must decide."""
-    if latest["status"] == "unknown":
+    if latest["status"] == LedgerStatus.UNKNOWN:
         return True
-    return latest["status"] == "claimed" and latest["provider"] == SES_PROVIDER and latest["attempt_open"]
+    return (
+        latest["status"] == LedgerStatus.CLAIMED
+        and latest["provider"] == SES_PROVIDER
+        and latest["attempt_open"]
+    )
 
 
 def _plan_claims(decisions: list[Decision], existing: dict[str, dict], params: ResendParams, run_id: str):
@@ -72,17 +74,21 @@ def _plan_claims(decisions: list[Decision], existing: dict[str, dict], params: R
         latest = existing.get(decision.row.subject_id)
         if latest is None:
             claims.append(_Claim(decision, generation=0, insert=True))
-        elif latest["status"] not in ("sent", "unknown") and not _outcome_unknown(latest):
+        elif latest["status"] not in (LedgerStatus.SENT, LedgerStatus.UNKNOWN) and not _outcome_unknown(
+            latest
+        ):
             # Never confirmed sent (failed, or left claimed by a killed or earlier run): take it over.
             # Its reference is kept, so an email an earlier attempt did send is found, not repeated.
             claims.append(_Claim(decision, generation=latest["generation"], insert=False))
         elif params.force_resend and latest["dag_run_id"] != run_id:
             claims.append(_Claim(decision, generation=latest["generation"] + 1, insert=True, forced=True))
-        elif latest["status"] == "sent":
+        elif latest["status"] == LedgerStatus.SENT:
             when = latest["sent_at"].isoformat() if latest["sent_at"] else "earlier"
-            decision.settle("skip", "already_sent", f"sent {when} by run {latest['dag_run_id']}")
+            decision.settle(
+                DecisionKind.SKIP, Reason.ALREADY_SENT, f"sent {when} by run {latest['dag_run_id']}"
+            )
         else:
-            decision.settle("skip", "send_unknown", UNKNOWN_DETAIL)
+            decision.settle(DecisionKind.SKIP, Reason.SEND_UNKNOWN, UNKNOWN_DETAIL)
     return claims
 
 
@@ -90,10 +96,7 @@ def _mark_unknown_claims(conn, existing: dict[str, dict]) -> None:
     """Rows an earlier SES call left open are `unknown` from now on (they are never sent again as is)."""
     references = [row["reference"] for row in existing.values() if _outcome_unknown(row)]
     conn.execute(
-        """UPDATE mailtrace.resend_request
-           SET status = 'unknown', updated_at = now(),
-               error = coalesce(error, 'the last SES call may have been accepted; no MessageId recorded')
-           WHERE reference = ANY(%s) AND status = 'claimed'""",
+        read_sql("resend/mark_unknown_claims.sql"),
         (references,),
     )
 
@@ -121,30 +124,20 @@ def _write_claims(conn, claims: list[_Claim], params: ResendParams, run_id: str,
         }
         if claim.insert:
             inserted = conn.execute(
-                """INSERT INTO mailtrace.resend_request
-                       (incident_id, subject_type, subject_id, generation, template, language,
-                        notification_type, recipient_email, reference, dag_run_id, chunk_index, forced,
-                        provider)
-                   VALUES (%(incident_id)s, %(subject_type)s, %(subject_id)s, %(generation)s, %(template)s,
-                           %(language)s, %(notification_type)s, %(email)s, %(reference)s, %(run_id)s,
-                           %(chunk_index)s, %(forced)s, %(provider)s)
-                   ON CONFLICT DO NOTHING""",
+                read_sql("resend/claim_row.sql"),
                 values,
             ).rowcount
             if not inserted:
-                decision.settle("skip", "claimed_elsewhere", "another run claimed this ID at the same time")
+                decision.settle(
+                    DecisionKind.SKIP,
+                    Reason.CLAIMED_ELSEWHERE,
+                    "another run claimed this ID at the same time",
+                )
         else:
             # The address may only change while no provider call has been made for the row, the
             # provider while no call may be outstanding (it is looked up, or judged, where it went).
             conn.execute(
-                """UPDATE mailtrace.resend_request
-                   SET dag_run_id = %(run_id)s, chunk_index = %(chunk_index)s, status = 'claimed',
-                       template = %(template)s, language = %(language)s,
-                       notification_type = %(notification_type)s,
-                       recipient_email = CASE WHEN attempts = 0 THEN %(email)s ELSE recipient_email END,
-                       provider = CASE WHEN NOT attempt_open THEN %(provider)s ELSE provider END,
-                       error = NULL, updated_at = now()
-                   WHERE reference = %(reference)s AND status <> 'sent'""",
+                read_sql("resend/reclaim_row.sql"),
                 values,
             )
 
@@ -187,7 +180,9 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         claims = _plan_claims(decisions, existing, params, run_id)
         if len(claims) > params.max_recipients:
             for claim in claims:
-                claim.decision.settle("skip", "max_recipients_exceeded", f"limit is {params.max_recipients}")
+                claim.decision.settle(
+                    DecisionKind.SKIP, Reason.MAX_RECIPIENTS_EXCEEDED, f"limit is {params.max_recipients}"
+                )
             conn.rollback()
             _finish_plan(conn, params, run_id, decisions, claims=[])
             raise ResendInputError(
@@ -198,13 +193,17 @@ def plan_resend(params: ResendParams, *, run_id: str) -> list[dict[str, int]]:
         for position, claim in enumerate(claims):
             claim.chunk_index = position // params.chunk_size
             if params.dry_run:
-                claim.decision.settle("would_send", "dry_run", "dry run: nothing sent")
+                claim.decision.settle(DecisionKind.WOULD_SEND, Reason.DRY_RUN, "dry run: nothing sent")
         if params.dry_run:
             conn.rollback()
         else:
             _mark_unknown_claims(conn, existing)
             _write_claims(conn, claims, params, run_id, provider)
-        claims = [claim for claim in claims if claim.decision.decision in ("send", "would_send")]
+        claims = [
+            claim
+            for claim in claims
+            if claim.decision.decision in (DecisionKind.SEND, DecisionKind.WOULD_SEND)
+        ]
         _finish_plan(conn, params, run_id, decisions, claims=claims)
     if params.dry_run:
         return []
@@ -226,16 +225,7 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
     set_aside = sum(1 for d in decisions if d.row.problem)
     chunks = len({claim.chunk_index for claim in claims}) if not params.dry_run else 0
     conn.execute(
-        """INSERT INTO mailtrace.resend_run
-               (dag_run_id, incident_id, params, dry_run, outcome_uri, rows_read, planned, skipped,
-                rejected, chunks)
-           VALUES (%(run_id)s, %(incident_id)s, %(params)s, %(dry_run)s, %(outcome_uri)s, %(rows_read)s,
-                   %(planned)s, %(skipped)s, %(rejected)s, %(chunks)s)
-           ON CONFLICT (dag_run_id) DO UPDATE SET
-               params = EXCLUDED.params, dry_run = EXCLUDED.dry_run, outcome_uri = EXCLUDED.outcome_uri,
-               rows_read = EXCLUDED.rows_read, planned = EXCLUDED.planned, skipped = EXCLUDED.skipped,
-               rejected = EXCLUDED.rejected, chunks = EXCLUDED.chunks, planned_at = now(),
-               finished_at = NULL""",
+        read_sql("resend/record_run.sql"),
         {
             "run_id": run_id,
             "incident_id": params.incident_id,
@@ -244,8 +234,8 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
             "outcome_uri": outcome_uri,
             "rows_read": len(decisions),
             "planned": len(claims),
-            "skipped": counts["skip"],
-            "rejected": counts["reject"],
+            "skipped": counts[DecisionKind.SKIP],
+            "rejected": counts[DecisionKind.REJECT],
             "chunks": chunks,
         },
     )
@@ -257,8 +247,8 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
         run_id,
         len(decisions),
         len(claims),
-        counts["skip"],
-        counts["reject"],
+        counts[DecisionKind.SKIP],
+        counts[DecisionKind.REJECT],
         set_aside,
         " (dry run)" if params.dry_run else "",
         outcome_uri,

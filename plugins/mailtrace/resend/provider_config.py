@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from email.utils import parseaddr
 
-from mailtrace.providers.gc_notify import (
-    PROVIDER,
-)
+from mailtrace.addresses import address_problem
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
-from mailtrace.resend.constants import _SUBJECT_FORBIDDEN, DEFAULT_SETTLE_SECONDS, PROVIDERS
+from mailtrace.resend.constants import _SUBJECT_FORBIDDEN, PROVIDERS
 from mailtrace.resend.errors import ResendInputError
-from mailtrace.resend.validation import address_problem
-from mailtrace.settings import get_setting
+from mailtrace.settings import setting
 
 
 def resend_provider() -> str:
     """The provider new resends go through: Variable `mailtrace_resend_provider`, gc_notify or ses."""
-    value = str(get_setting("resend_provider", PROVIDER)).strip().lower()
+    value = setting("resend_provider").lower()
     if value not in PROVIDERS:
         raise ResendInputError(
             f"Variable mailtrace_resend_provider must be one of {list(PROVIDERS)} (got {value!r})"
@@ -34,7 +31,7 @@ def check_provider_settings(provider: str) -> None:
 
 def notify_template_id() -> str:
     """The generic Notify template (placeholders ((subject)) and ((body))) every resend uses."""
-    value = str(get_setting("notify_template_id", "")).strip()
+    value = setting("notify_template_id") or ""
     if not value:
         raise ResendInputError(
             "set Variable mailtrace_notify_template_id to the generic Notify template's id"
@@ -44,7 +41,7 @@ def notify_template_id() -> str:
 
 def ses_sender() -> str:
     """The From of SES resends (Variable `mailtrace_ses_sender`): a verified address, or `Name <address>`."""
-    value = str(get_setting("ses_sender", "")).strip()
+    value = setting("ses_sender") or ""
     if not value:
         raise ResendInputError(
             "set Variable mailtrace_ses_sender to the SES-verified address resends come from"
@@ -58,14 +55,4 @@ def ses_sender() -> str:
 
 def settle_seconds() -> float:
     """How long after an ambiguous Notify answer a lookup miss may lead to a new send."""
-    value = get_setting("resend_settle_seconds", DEFAULT_SETTLE_SECONDS)
-    seconds = -1.0 if isinstance(value, bool) else value
-    try:
-        seconds = float(seconds)
-    except (TypeError, ValueError):
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise ResendInputError(
-            f"Variable mailtrace_resend_settle_seconds must be a number of seconds >= 0 (got {value!r})"
-        )
-    return seconds
+    return setting("resend_settle_seconds")

@@ -12,11 +12,12 @@ from typing import Any
 from mailtrace.providers.gc_notify import (
     NotifyApiError,
 )
-from mailtrace.resend.constants import _SES_THROTTLE_CODES, AWS_CONN_ID
+from mailtrace.resend.constants import _SES_THROTTLE_CODES
 from mailtrace.resend.ledger import _LedgerRow
 from mailtrace.resend.provider_config import ses_sender
 from mailtrace.resend.rendering import RenderedEmail
-from mailtrace.settings import get_setting
+from mailtrace.s3 import AWS_CONN_ID
+from mailtrace.settings import setting
 
 
 class SesSender:
@@ -41,7 +42,7 @@ class SesSender:
 
     @classmethod
     def from_settings(cls) -> SesSender:
-        configuration_set = str(get_setting("ses_configuration_set", "")).strip() or None
+        configuration_set = setting("ses_configuration_set") or None
         return cls(sender=ses_sender(), configuration_set=configuration_set)
 
     @property

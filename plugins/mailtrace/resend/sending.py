@@ -6,6 +6,7 @@ import functools
 import logging
 from collections import Counter
 
+from mailtrace.paths import read_sql
 from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email, mask_text
 from mailtrace.providers.gc_notify import (
     AmbiguousSendError,
@@ -13,7 +14,7 @@ from mailtrace.providers.gc_notify import (
     NotifyClient,
 )
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
-from mailtrace.resend.constants import SEND_LOCK_CLASS, SES_THROTTLE_BACKOFF_SECONDS, SES_THROTTLE_TRIES
+from mailtrace.resend.constants import SES_THROTTLE_BACKOFF_SECONDS, SES_THROTTLE_TRIES
 from mailtrace.resend.errors import ResendError, SystemicRefusal
 from mailtrace.resend.ledger import (
     _chunk_rows,
@@ -37,6 +38,7 @@ from mailtrace.resend.senders import (
     notify_systemic_refusal,
     ses_systemic_refusal,
 )
+from mailtrace.resend.states import LedgerStatus
 from mailtrace.warehouse import connect, drop_session_if_client_vanishes
 
 log = logging.getLogger(__name__)
@@ -96,11 +98,11 @@ def send_chunk(
         pacers: dict[str, Pacer] = {}
         for row in rows:
             pacer = pacers.setdefault(row.provider, Pacer(conn, params.rate_per_minute, name=row.provider))
-            conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
+            conn.execute(read_sql("resend/lock_reference.sql"), (row.reference))
             try:
                 counts[_send_one(conn, senders, pacer, row, run_id=run_id, settle=settle)] += 1
             finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (SEND_LOCK_CLASS, row.reference))
+                conn.execute(read_sql("resend/unlock_reference.sql"), (row.reference))
     log.info("resend %s chunk %d: %s", params.incident_id, chunk_index, dict(counts))
     if counts["deferred"]:
         raise ResendError(
@@ -114,13 +116,10 @@ def send_chunk(
 def _send_one(conn, senders: _Senders, pacer: Pacer, row: _LedgerRow, *, run_id: str, settle: float) -> str:
     """Send one claimed row exactly once. Called holding the row's advisory lock."""
     current = conn.execute(
-        """SELECT status, dag_run_id, attempts, attempt_open,
-                  last_attempt_at IS NULL
-                  OR clock_timestamp() >= last_attempt_at + make_interval(secs => %s)
-           FROM mailtrace.resend_request WHERE reference = %s""",
+        read_sql("resend/row_send_state.sql"),
         (settle, row.reference),
     ).fetchone()
-    if current is None or current[0] != "claimed" or current[1] != run_id:
+    if current is None or current[0] != LedgerStatus.CLAIMED or current[1] != run_id:
         return "skipped"
     _, _, attempts, attempt_open, settled = current
     if row.provider == SES_PROVIDER:
@@ -182,9 +181,9 @@ def _send_one_notify(
             _close_attempt(conn, row, f"{cause}: {error}")  # refused, so certainly not sent
             raise SystemicRefusal(f"{cause} ({_stored_error(error)})") from None
         _mark_failed(conn, row, str(error))
-        return "failed"
+        return LedgerStatus.FAILED
     _record_sent(conn, row, response)
-    return "sent"
+    return LedgerStatus.SENT
 
 
 def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attempt_open: bool) -> str:
@@ -194,7 +193,7 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
         _mark_unknown(
             conn, row, "an earlier SES call may have been accepted; its MessageId was never recorded"
         )
-        return "unknown"
+        return LedgerStatus.UNKNOWN
     rendered = render_email(
         row.template, row.language, subject_type=row.subject_type, subject_id=row.subject_id
     )
@@ -202,7 +201,7 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
         raw_message = ses.message(row, rendered)
     except (ValueError, TypeError, UnicodeError) as error:  # e.g. an address SES cannot put in a header
         _mark_failed(conn, row, f"cannot build the SES message: {error}")
-        return "failed"
+        return LedgerStatus.FAILED
     for attempt in range(SES_THROTTLE_TRIES):
         pacer.wait()
         _start_attempt(conn, row)
@@ -222,11 +221,11 @@ def _send_one_ses(conn, ses: SesSender, pacer: Pacer, row: _LedgerRow, *, attemp
                     _close_attempt(conn, row, f"{cause}: {description}")
                     raise SystemicRefusal(f"{cause} ({_stored_error(description)})") from None
                 _mark_failed(conn, row, description)
-                return "failed"
+                return LedgerStatus.FAILED
             _mark_unknown(conn, row, f"ambiguous SES answer: {description}")
-            return "unknown"
+            return LedgerStatus.UNKNOWN
         _record_sent(conn, row, {"id": message_id})
-        return "sent"
+        return LedgerStatus.SENT
     raise AssertionError("unreachable")
 
 

@@ -5,19 +5,14 @@ from __future__ import annotations
 from mailtrace.id_list import (
     IdListError,
 )
-from mailtrace.resend.constants import _UNSAFE_KEY_CHARS, AWS_CONN_ID, OUTCOME_PREFIX
-from mailtrace.settings import get_setting
-
-
-def _s3_hook():
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    return S3Hook(aws_conn_id=AWS_CONN_ID)
+from mailtrace.resend.constants import _UNSAFE_KEY_CHARS, OUTCOME_PREFIX
+from mailtrace.s3 import s3_hook
+from mailtrace.settings import required_setting
 
 
 def read_s3_object(uri: str, *, max_bytes: int) -> bytes:
     """The object's bytes, refusing before download when it is larger than `max_bytes`."""
-    hook = _s3_hook()
+    hook = s3_hook()
     bucket, key = hook.parse_s3_url(uri)
     head = hook.head_object(key=key, bucket_name=bucket)
     if head is None:
@@ -31,7 +26,7 @@ def read_s3_object(uri: str, *, max_bytes: int) -> bytes:
 
 def write_outcome_csv(incident_id: str, run_id: str, content: bytes) -> str:
     """Store the outcome CSV (server-side encrypted) and return its s3:// URI."""
-    bucket = get_setting("report_bucket")
+    bucket = required_setting("report_bucket", "the resend outcome CSV")
     key = f"{OUTCOME_PREFIX}/{incident_id}/{_UNSAFE_KEY_CHARS.sub('_', run_id)}.csv"
-    _s3_hook().load_bytes(content, key=key, bucket_name=bucket, replace=True, encrypt=True)
+    s3_hook().load_bytes(content, key=key, bucket_name=bucket, replace=True, encrypt=True)
     return f"s3://{bucket}/{key}"

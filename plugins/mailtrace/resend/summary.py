@@ -8,12 +8,14 @@ import logging
 
 from mailtrace.id_list import (
     DEFAULT_MAX_BYTES,
-    neutralise_cell,
+    outcome_cell,
     to_csv,
 )
+from mailtrace.paths import read_sql
 from mailtrace.resend.constants import OUTCOME_HEADER, UNKNOWN_DETAIL
 from mailtrace.resend.errors import ResendError, ResendRefused
 from mailtrace.resend.params import ResendParams
+from mailtrace.resend.states import DecisionKind, LedgerStatus, Reason
 from mailtrace.resend.storage import read_s3_object, write_outcome_csv
 from mailtrace.warehouse import connect
 
@@ -29,15 +31,12 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
     with connect() as conn:
         counts = dict(
             conn.execute(
-                "SELECT status, count(*) FROM mailtrace.resend_request WHERE dag_run_id = %s GROUP BY status",
+                read_sql("resend/count_run_statuses.sql"),
                 (run_id,),
             ).fetchall()
         )
         conn.execute(
-            """UPDATE mailtrace.resend_run
-               SET sent = %(sent)s, failed = %(failed)s, unresolved = %(claimed)s, unknown = %(unknown)s,
-                   finished_at = now()
-               WHERE dag_run_id = %(run_id)s""",
+            read_sql("resend/record_run_counts.sql"),
             {
                 "sent": counts.get("sent", 0),
                 "failed": counts.get("failed", 0),
@@ -52,17 +51,17 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
             unknown_ids = [
                 subject_id
                 for (subject_id,) in conn.execute(
-                    """SELECT subject_id FROM mailtrace.resend_request
-                       WHERE dag_run_id = %s AND status = 'unknown' ORDER BY subject_id""",
+                    read_sql("resend/run_unknown_subjects.sql"),
                     (run_id,),
                 ).fetchall()
             ]
-            outcome = conn.execute(
-                "SELECT outcome_uri FROM mailtrace.resend_run WHERE dag_run_id = %s", (run_id,)
-            ).fetchone()
+            outcome = conn.execute(read_sql("resend/run_outcome_uri.sql"), (run_id,)).fetchone()
             if outcome and outcome[0]:
                 _mark_outcome_unknown(params.incident_id, run_id, outcome[0], set(unknown_ids))
-    summary = {status: counts.get(status, 0) for status in ("sent", "failed", "claimed")}
+    summary = {
+        status: counts.get(status, 0)
+        for status in (LedgerStatus.SENT, LedgerStatus.FAILED, LedgerStatus.CLAIMED)
+    }
     log.info(
         "resend %s run %s finished: %s, unknown %d", params.incident_id, run_id, summary, len(unknown_ids)
     )
@@ -92,8 +91,7 @@ def _refusal_reasons(run_id: str, shown: int = 3) -> str:
     """The run's most common refusals, with counts (errors are stored masked)."""
     with connect() as conn:
         rows = conn.execute(
-            """SELECT coalesce(error, 'no reason recorded'), count(*) FROM mailtrace.resend_request
-               WHERE dag_run_id = %s AND status = 'failed' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT %s""",
+            read_sql("resend/refusal_reasons.sql"),
             (run_id, shown),
         ).fetchall()
     return "; ".join(f"{count} × {error[:300]}" for error, count in rows)
@@ -106,12 +104,16 @@ def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subje
     if not rows or rows[0] != OUTCOME_HEADER:
         log.error("outcome %s has an unexpected header; not marking unknown rows in it", outcome_uri)
         return
-    shown_ids = {neutralise_cell(subject_id) for subject_id in subject_ids}
+    shown_ids = {outcome_cell(subject_id) for subject_id in subject_ids}
     decision_at, reason_at, detail_at = (
         OUTCOME_HEADER.index(name) for name in ("decision", "reason", "detail")
     )
     subject_at = OUTCOME_HEADER.index("subject_id")
     for row in rows[1:]:
-        if row[subject_at] in shown_ids and row[decision_at] in ("send", "unknown"):
-            row[decision_at], row[reason_at], row[detail_at] = "unknown", "send_unknown", UNKNOWN_DETAIL
+        if row[subject_at] in shown_ids and row[decision_at] in (DecisionKind.SEND, DecisionKind.UNKNOWN):
+            row[decision_at], row[reason_at], row[detail_at] = (
+                DecisionKind.UNKNOWN,
+                Reason.SEND_UNKNOWN,
+                UNKNOWN_DETAIL,
+            )
     write_outcome_csv(incident_id, run_id, to_csv(rows[0], rows[1:]))

@@ -7,20 +7,22 @@ from dataclasses import dataclass
 
 import psycopg
 
+from mailtrace.addresses import address_problem
 from mailtrace.id_list import (
     DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_ROWS,
     IdRow,
     decode_id_list,
     parse_id_list,
     parse_inline_ids,
 )
+from mailtrace.paths import read_sql
 from mailtrace.privacy import mask_email
 from mailtrace.resend.constants import _MAX_ID_CHARS, REQUESTS_PREFIX
 from mailtrace.resend.errors import ResendInputError
 from mailtrace.resend.params import ResendParams
+from mailtrace.resend.states import DecisionKind, Reason
 from mailtrace.resend.storage import read_s3_object
-from mailtrace.settings import get_setting
+from mailtrace.settings import required_setting, setting
 
 
 @dataclass
@@ -28,7 +30,7 @@ class Decision:
     """What happens to one input row, and why (one line of the outcome CSV)."""
 
     row: IdRow
-    decision: str = "send"  # send | would_send | skip | reject
+    decision: str = DecisionKind.SEND
     reason: str = "ok"
     detail: str = ""
     email: str | None = None
@@ -38,7 +40,7 @@ class Decision:
 
     @property
     def pending(self) -> bool:
-        return self.decision == "send"
+        return self.decision == DecisionKind.SEND
 
     def csv_row(self) -> list[object]:
         recipient = mask_email(self.email) if self.email else ""
@@ -60,9 +62,9 @@ def ids_prefix() -> str:
     The AWS connection can read much more than ID lists (reports, the SES archive): a list read from
     anywhere else would be taken for IDs, e.g. a failed-notification report's registration_number column.
     """
-    value = str(get_setting("resend_ids_prefix", "") or "").strip()
+    value = setting("resend_ids_prefix")
     if not value:
-        value = f"s3://{get_setting('report_bucket')}/{REQUESTS_PREFIX}/"
+        value = f"s3://{required_setting('report_bucket', 'the resend')}/{REQUESTS_PREFIX}/"
     bucket, _, key_prefix = value.removeprefix("s3://").partition("/")
     if not value.startswith("s3://") or not bucket:
         raise ResendInputError(
@@ -84,24 +86,13 @@ def check_ids_uri(uri: str) -> None:
 
 
 def read_id_rows(params: ResendParams) -> list[IdRow]:
-    max_bytes = int(get_setting("resend_max_list_bytes", DEFAULT_MAX_BYTES))
-    max_rows = int(get_setting("resend_max_list_rows", DEFAULT_MAX_ROWS))
+    max_bytes = setting("resend_max_list_bytes")
+    max_rows = setting("resend_max_list_rows")
     if params.inline_ids is not None:
         return parse_inline_ids(str(params.inline_ids), max_bytes=max_bytes, max_rows=max_rows)
     check_ids_uri(params.ids_s3_uri)
     data = read_s3_object(params.ids_s3_uri, max_bytes=max_bytes)
     return parse_id_list(decode_id_list(data, max_bytes=max_bytes), id_type=params.id_type, max_rows=max_rows)
-
-
-def address_problem(address: str) -> str | None:
-    """Why `address` cannot be sent to, or None when its syntax is valid."""
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError as error:
-        return str(error)
-    return None
 
 
 def validate_rows(
@@ -114,19 +105,18 @@ def validate_rows(
     for decision in decisions:
         subject_id = decision.row.subject_id
         if decision.row.problem:
-            decision.settle("reject", *decision.row.problem)
+            decision.settle(DecisionKind.REJECT, *decision.row.problem)
         elif len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
-            decision.settle("reject", "malformed_id", f"does not match {pattern}")
+            decision.settle(DecisionKind.REJECT, Reason.MALFORMED_ID, f"does not match {pattern}")
         elif subject_id in first_line:
-            decision.settle("skip", "duplicate", f"same ID as line {first_line[subject_id]}")
+            decision.settle(DecisionKind.SKIP, Reason.DUPLICATE, f"same ID as line {first_line[subject_id]}")
         else:
             first_line[subject_id] = decision.row.line
     candidates = [d for d in decisions if d.pending]
     ids = [d.row.subject_id for d in candidates]
     contacts = dict(
         conn.execute(
-            """SELECT subject_id, email FROM mailtrace.contact
-               WHERE subject_type = %s AND subject_id = ANY(%s)""",
+            read_sql("resend/contacts.sql"),
             (subject_type, ids),
         ).fetchall()
     )
@@ -134,29 +124,32 @@ def validate_rows(
     for decision in candidates:
         subject_id = decision.row.subject_id
         if subject_id not in contacts:
-            decision.settle("reject", "unknown_id", f"no {subject_type} with this ID in mailtrace.contact")
+            decision.settle(
+                DecisionKind.REJECT, Reason.UNKNOWN_ID, f"no {subject_type} with this ID in mailtrace.contact"
+            )
             continue
         email = (contacts[subject_id] or "").strip()
         if not email:
-            decision.settle("reject", "no_contact_email", "the contact has no email address")
+            decision.settle(DecisionKind.REJECT, Reason.NO_CONTACT_EMAIL, "the contact has no email address")
             continue
         decision.email = email
         problem = address_problem(email)
         if problem:
-            decision.settle("reject", "invalid_address", problem)
+            decision.settle(DecisionKind.REJECT, Reason.INVALID_ADDRESS, problem)
         elif subject_id in flagged and flagged[subject_id][0].lower() == email.lower():
-            decision.settle("reject", "flagged_address", f"address flagged: {flagged[subject_id][1]}")
+            decision.settle(
+                DecisionKind.REJECT, Reason.FLAGGED_ADDRESS, f"address flagged: {flagged[subject_id][1]}"
+            )
     return decisions
 
 
 def _flagged_addresses(conn: psycopg.Connection, subject_type: str, ids: list[str]) -> dict[str, tuple]:
     """Flagged (email, failure_reason) per subject, when the deployment has mailtrace.flagged_address."""
-    exists = conn.execute("SELECT to_regclass('mailtrace.flagged_address') IS NOT NULL").fetchone()[0]
+    exists = conn.execute(read_sql("resend/flagged_table_exists.sql")).fetchone()[0]
     if not exists:
         return {}
     rows = conn.execute(
-        """SELECT subject_id, email, failure_reason FROM mailtrace.flagged_address
-           WHERE subject_type = %s AND subject_id = ANY(%s)""",
+        read_sql("resend/flagged_addresses.sql"),
         (subject_type, ids),
     ).fetchall()
     return {subject_id: (email or "", reason) for subject_id, email, reason in rows}
@@ -168,9 +161,9 @@ def load_allow_list() -> frozenset[str] | None:
     Variable `mailtrace_resend_allow_list`: a JSON list of addresses, a comma-separated string, or the
     s3:// URI of a text file of addresses. Unset outside production means nobody may receive mail.
     """
-    if str(get_setting("environment", "development")).strip().lower() == "production":
+    if setting("environment").lower() == "production":
         return None
-    value = get_setting("resend_allow_list", [])
+    value = setting("resend_allow_list")
     if isinstance(value, str) and value.startswith("s3://"):
         text = decode_id_list(read_s3_object(value, max_bytes=DEFAULT_MAX_BYTES))
         entries = re.split(r"[\s,;]+", text)
@@ -190,4 +183,6 @@ def apply_allow_list(decisions: list[Decision], allow_list: frozenset[str] | Non
         return
     for decision in decisions:
         if decision.pending and decision.email.lower() not in allow_list:
-            decision.settle("skip", "not_on_allow_list", "non-production: address not on the allow-list")
+            decision.settle(
+                DecisionKind.SKIP, Reason.NOT_ON_ALLOW_LIST, "non-production: address not on the allow-list"
+            )
