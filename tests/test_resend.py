@@ -732,6 +732,28 @@ def test_dag_parses_with_params_and_mapping():
     assert send.retry_delay.total_seconds() > resend.DEFAULT_SETTLE_SECONDS
 
 
+def test_the_form_offers_what_the_checks_accept_and_takes_an_id_type_added_by_variable(monkeypatch):
+    """The form's choices come from the module's values; id_type is free text checked at the run's start."""
+    import re
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mailtrace.id_list import DEFAULT_ID_PATTERNS
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mailtrace_resend.py")).dags["mailtrace_resend"]
+    id_type = dag.params.get_param("id_type").schema
+    assert "enum" not in id_type and id_type["examples"] == list(DEFAULT_ID_PATTERNS)
+    assert re.search(id_type["pattern"], "permit") and not re.search(id_type["pattern"], "permit\n")
+    assert dag.params.get_param("language").schema["enum"] == list(resend.LANGUAGES)
+    assert dag.params.get_param("chunk_size").schema["maximum"] == resend.MAX_CHUNK_SIZE
+
+    mapping = {"incident_id": "INC-1", "id_type": "permit", "inline_ids": "PRM-1"}
+    with pytest.raises(ResendInputError, match="id_type must be one of"):
+        ResendParams.from_mapping(mapping)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_ID_PATTERNS", json.dumps({"permit": r"\APRM-\d+\Z"}))
+    assert ResendParams.from_mapping(mapping).id_type == "permit"
+
+
 # -------------------------------------------------------------------------------------------- SES
 
 

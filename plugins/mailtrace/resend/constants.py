@@ -8,21 +8,20 @@ from mailtrace.providers.gc_notify import (
     PROVIDER,
 )
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
+from mailtrace.resend_form import (  # noqa: F401  (the trigger form's values, re-exported)
+    DEFAULT_RATE_PER_MINUTE,
+    INCIDENT_ID_PATTERN,
+    LANGUAGES,
+    MAX_CHUNK_SIZE,
+    NOTIFICATION_TYPES,
+)
 from mailtrace.settings import REGISTRY
 
-NOTIFICATION_TYPES = {"error_resolved": "ERROR_RESOLVED", "submission_error": "SUBMISSION_ERROR"}
-LANGUAGES = ("en", "fr")
 # How each id_type is named in the email. The French nouns are all feminine, which the templates rely on.
 ID_LABELS = {
     "en": {"registration": "registration", "application": "application", "tax_return": "tax return"},
     "fr": {"registration": "inscription", "application": "demande", "tax_return": "déclaration de revenus"},
 }
-# Anchored at both ends without `$` (which also matches before a final newline, so "INC-1\n" passed) and
-# without \A/\Z (the trigger form's JavaScript regexes lack them): the lookahead means "nothing follows".
-INCIDENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])"
-# GC Notify allows 1,000 requests a minute per API key; stay under it by default.
-DEFAULT_RATE_PER_MINUTE = 900
-MAX_CHUNK_SIZE = 1000
 OUTCOME_PREFIX = "resend-outcomes"
 # Where ops upload ID lists by default (see `ids_prefix`).
 REQUESTS_PREFIX = "resend-requests"

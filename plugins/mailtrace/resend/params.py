@@ -18,6 +18,7 @@ from mailtrace.resend.constants import (
     NOTIFICATION_TYPES,
 )
 from mailtrace.resend.errors import ResendInputError
+from mailtrace.resend_form import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_RECIPIENTS
 from mailtrace.settings import setting
 
 
@@ -33,9 +34,9 @@ class ResendParams:
     inline_ids: str | None = None
     dry_run: bool = True
     force_resend: bool = False
-    max_recipients: int = 500
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
     rate_per_minute: int = DEFAULT_RATE_PER_MINUTE
-    chunk_size: int = 100
+    chunk_size: int = DEFAULT_CHUNK_SIZE
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> ResendParams:

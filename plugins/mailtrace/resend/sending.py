@@ -6,6 +6,7 @@ import functools
 import logging
 from collections import Counter
 
+from mailtrace.locks import SEND_LOCK_CLASS
 from mailtrace.paths import read_sql
 from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email, mask_text
 from mailtrace.providers.gc_notify import (
@@ -98,11 +99,11 @@ def send_chunk(
         pacers: dict[str, Pacer] = {}
         for row in rows:
             pacer = pacers.setdefault(row.provider, Pacer(conn, params.rate_per_minute, name=row.provider))
-            conn.execute(read_sql("resend/lock_reference.sql"), (row.reference))
+            conn.execute(read_sql("resend/lock_reference.sql"), (SEND_LOCK_CLASS, row.reference))
             try:
                 counts[_send_one(conn, senders, pacer, row, run_id=run_id, settle=settle)] += 1
             finally:
-                conn.execute(read_sql("resend/unlock_reference.sql"), (row.reference))
+                conn.execute(read_sql("resend/unlock_reference.sql"), (SEND_LOCK_CLASS, row.reference))
     log.info("resend %s chunk %d: %s", params.incident_id, chunk_index, dict(counts))
     if counts["deferred"]:
         raise ResendError(
