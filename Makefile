@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 REQUIREMENTS := requirements/runtime.lock requirements/dev.txt
 
-.PHONY: demo test bench lint venv plugins-zip
+.PHONY: demo test test-fast bench lint venv plugins-zip browser
 
 venv: $(STAMP)
 
@@ -26,12 +26,22 @@ test: venv
 	$(PY) -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
+# Pure unit tests only (no Postgres, moto, SMTP, Notify simulator or Airflow run): seconds, for the
+# edit-test loop. `make test` runs everything and is what CI runs.
+test-fast: venv
+	$(PY) -m pytest -q -m "not services"; status=$$?; \
+	if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
+
 bench: venv
 	$(PY) -m devtools.bench
 
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Headless Chromium for tests/test_ui_browser.py (skipped with its reason when absent).
+browser: venv
+	$(PY) -m playwright install chromium
 
 # dist/plugins.zip for an Airflow that takes its plugins as one archive (MWAA): plugins/ with sql/ and
 # templates/ at the zip's root. Standard library only, so no venv needed.
