@@ -1,4 +1,4 @@
-"""Issue 9 item 5: what mailtrace writes to logs, emails and S3 keeps people's data and the secrets in.
+"""What mailtrace writes to logs, emails and S3 keeps people's data and the secrets in.
 
 One test drives the extract, id look-ups, reconcile, the weekly report (built, then emailed through an
 SMTP server that requires AUTH) and a resend (plan, send, summary) with every logger at DEBUG and the

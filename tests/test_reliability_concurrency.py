@@ -1,4 +1,4 @@
-"""Issue 9 item 3: concurrent runs cannot corrupt state, and reconcile racing the application loses nothing.
+"""Concurrent runs cannot corrupt state, and reconcile racing the application loses nothing.
 
 Threads, each with its own connection to a real warehouse, against a real Notify simulator:
 

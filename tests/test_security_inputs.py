@@ -1,4 +1,4 @@
-"""Issue 9 item 4: hostile input everywhere it can enter, beyond what the feature tests already try.
+"""Hostile input everywhere it can enter, beyond what the feature tests already try.
 
 Already covered, not repeated: ID lists that are huge, binary, UTF-16 or cp1252, ragged, or hold formulas
 (tests/test_id_list.py, tests/test_resend.py); resend params (negative limits, path-like template,

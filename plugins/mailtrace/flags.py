@@ -1,4 +1,4 @@
-"""Invalid-address flags that set and clear themselves (issue 5, CONTRACT.md §3).
+"""Invalid-address flags that set and clear themselves (CONTRACT.md §3).
 
 A subject's flag is a pure function of the verdicts (`mailtrace.delivery`) and the contact table (the
 rule is spelled out in `sql/flags_verdict.sql`), so the incremental run and a full rebuild run the same
