@@ -1,3 +1,5 @@
+-- The "newly flagged" window is fixed when a report is first built: a rebuild (a re-run, or the
+-- following week's correction pass) keeps it, so the email lists the same flags and windows never overlap.
 INSERT INTO mailtrace.report_manifest
     (bucket, s3_key, period_kind, period_start, period_end, period_timezone, period_label,
      row_count, byte_count, checksum_sha256, summary, built_run_id, flags_since, flags_until, email_owed,

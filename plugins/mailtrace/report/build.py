@@ -23,13 +23,6 @@ from mailtrace.warehouse import apply_migrations, connect
 log = logging.getLogger(__name__)
 
 
-# Build
-
-
-# The "newly flagged" window is fixed when a report is first built: a rebuild (a re-run, or the
-# following week's correction pass) keeps it, so the email lists the same flags and windows never overlap.
-
-
 def build_report(
     period: ReportPeriod,
     *,

@@ -22,9 +22,6 @@ from mailtrace.warehouse import apply_migrations, connect
 log = logging.getLogger(__name__)
 
 
-# Corrections: late verdicts for the week before
-
-
 def rebuild_previous_week(
     period: ReportPeriod,
     *,

@@ -28,9 +28,6 @@ from mailtrace.warehouse import connect
 log = logging.getLogger(__name__)
 
 
-# Email
-
-
 def examiner_recipients() -> list[str]:
     """Addresses from Variable `mailtrace_examiner_emails`; refuses an empty list or a malformed address."""
     recipients = setting("examiner_emails")
@@ -94,12 +91,6 @@ def render_email(context: dict) -> tuple[str, str, str]:
     html = env.get_template("weekly_report.html.j2").render(context)
     outcome = f"{context['total']} failed" if context["total"] else "no failures"
     return f"Failed notifications {context['period_label']}: {outcome}", text, html
-
-
-# sent_* describe the content the examiners last received (the report, or a correction of it): the
-# manifest as it was read before sending, so a rebuild racing the email is still mailed as a correction.
-
-# The report stays owed; the error (masked) is kept for the late line and for whoever looks.
 
 
 def _load_manifest(conn: psycopg.Connection, bucket: str, s3_key: str) -> dict | None:

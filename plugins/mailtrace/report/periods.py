@@ -14,9 +14,6 @@ class ReportPeriodError(ValueError):
     """An ad-hoc period the report cannot be built for (unparsable date, bad or too long range)."""
 
 
-# Periods
-
-
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)

@@ -13,8 +13,6 @@ from mailtrace.paths import read_sql
 from mailtrace.report.constants import FLAGGED_LISTED_MAX
 from mailtrace.report.periods import ReportPeriod, _zone
 
-# Summary
-
 
 def _change_rows(counts: dict[Any, list[int]], names: tuple[str, ...]) -> list[dict]:
     rows = []
