@@ -29,33 +29,35 @@ def run_migrations() -> list[str]:
         return apply_migrations(conn)
 
 
-def run_notify_list_extract() -> dict:
-    from mailtrace.notify_extract import extract_list
+def _with_notify(step, **settings) -> dict:
+    """Run a Notify step with a warehouse connection and a Notify client from its Airflow connection."""
     from mailtrace.providers.gc_notify import NotifyClient
 
     with connect() as conn:
-        return extract_list(
-            conn,
-            NotifyClient.from_connection(),
-            overlap=_list_overlap(),
-            initial_lookback=timedelta(days=setting("notify_initial_lookback_days")),
-            sweep_every=timedelta(hours=setting("notify_late_sweep_every_hours")),
-            sweep_window=timedelta(days=setting("notify_late_sweep_days")),
-        )
+        return step(conn, NotifyClient.from_connection(), **settings)
+
+
+def run_notify_list_extract() -> dict:
+    from mailtrace.notify_extract import extract_list
+
+    return _with_notify(
+        extract_list,
+        overlap=_list_overlap(),
+        initial_lookback=timedelta(days=setting("notify_initial_lookback_days")),
+        sweep_every=timedelta(hours=setting("notify_late_sweep_every_hours")),
+        sweep_window=timedelta(days=setting("notify_late_sweep_days")),
+    )
 
 
 def run_notify_lookups() -> dict:
     from mailtrace.notify_extract import lookup_open_events
-    from mailtrace.providers.gc_notify import NotifyClient
 
-    with connect() as conn:
-        return lookup_open_events(
-            conn,
-            NotifyClient.from_connection(),
-            grace=_grace(),
-            overlap=_list_overlap(),
-            max_lookups=setting("notify_max_lookups_per_run"),
-        )
+    return _with_notify(
+        lookup_open_events,
+        grace=_grace(),
+        overlap=_list_overlap(),
+        max_lookups=setting("notify_max_lookups_per_run"),
+    )
 
 
 def run_reconcile() -> dict:

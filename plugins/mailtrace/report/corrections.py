@@ -143,7 +143,7 @@ def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> 
             manifest,
             kind="correction",
             recipients=recipients,
-            rendered=render_correction(context),
+            render=render_correction,
             context=context,
             run_id=run_id,
         )

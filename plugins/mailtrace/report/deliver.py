@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -106,7 +107,7 @@ def _send_and_record(
     *,
     kind: str,
     recipients: list[str],
-    rendered: tuple[str, str, str],
+    render: Callable[[dict], tuple[str, str, str]],
     context: dict,
     run_id: str | None,
 ) -> None:
@@ -114,7 +115,7 @@ def _send_and_record(
 
     When the server refuses some examiners, the others have the email: record them, then fail loudly.
     """
-    subject, text, html = rendered
+    subject, text, html = render(context)
     refusal = None
     try:
         message_id = send_email(
@@ -227,7 +228,7 @@ def email_report(
             manifest,
             kind="report",
             recipients=recipients,
-            rendered=render_email(context),
+            render=render_email,
             context=context,
             run_id=run_id,
         )
