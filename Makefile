@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 REQUIREMENTS := requirements/runtime.lock requirements/dev.txt
 
-.PHONY: demo test bench lint venv plugins-zip
+.PHONY: demo test test-fast bench lint venv plugins-zip browser
 
 venv: $(STAMP)
 
@@ -22,8 +22,14 @@ $(STAMP): $(REQUIREMENTS)
 demo: venv
 	$(PY) -m devtools.demo
 
-test: venv
+test: venv browser
 	$(PY) -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
+
+# Pure unit tests only (no Postgres, moto, SMTP, Notify simulator or Airflow run): seconds, for the
+# edit-test loop. `make test` runs everything and is what CI runs.
+test-fast: venv
+	$(PY) -m pytest -q -m "not services"; status=$$?; \
 	if [ $$status -eq 5 ]; then echo 'no tests collected' >&2; exit 1; fi; exit $$status
 
 bench: venv
@@ -32,6 +38,15 @@ bench: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# Headless Chromium (Debian's) for tests/test_ui_browser.py: installed here, outside any test, when it
+# is missing and this machine allows it (root and apt-get); otherwise that test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }; } || \
+	echo "no headless Chromium (needs root and apt-get): tests/test_ui_browser.py will be skipped"
 
 # dist/plugins.zip for an Airflow that takes its plugins as one archive (MWAA): plugins/ with sql/ and
 # templates/ at the zip's root. Standard library only, so no venv needed.

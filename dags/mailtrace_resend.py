@@ -35,8 +35,18 @@ from datetime import timedelta
 from airflow.sdk import Param, dag, get_current_context, task
 
 from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
+from mailtrace.resend_form import (
+    BUILT_IN_ID_TYPES,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_RATE_PER_MINUTE,
+    ID_TYPE_PATTERN,
+    INCIDENT_ID_PATTERN,
+    LANGUAGES,
+    MAX_CHUNK_SIZE,
+    NOTIFICATION_TYPES,
+)
 
-ID_TYPES = ["registration", "tax_return", "application"]
 # Parallel chunks share one rate (mailtrace.send_pacer), so more of them only hide one slow chunk.
 MAX_PARALLEL_CHUNKS = 4
 # A chunk left with an ambiguous Notify answer fails; its retry may only send once the settle delay
@@ -67,8 +77,7 @@ def _run_id() -> str:
     params={
         "incident_id": Param(
             type="string",
-            # Anchored at both ends: `$` alone would accept "INC-1\n" (see mailtrace.resend).
-            pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?![\s\S])",
+            pattern=INCIDENT_ID_PATTERN,
             title="Incident ID",
             description="The incident this resend is about, e.g. INC-2026-014 (one email per ID).",
         ),
@@ -87,21 +96,26 @@ def _run_id() -> str:
             description="Instead of a file: IDs separated by commas, spaces or new lines.",
         ),
         "id_type": Param(
-            "registration",
+            BUILT_IN_ID_TYPES[0],
             type="string",
-            enum=ID_TYPES,
+            # Suggestions, not a closed list: a type added through Variable mailtrace_resend_id_patterns
+            # is typed in, and checked against the patterns when the run starts.
+            examples=list(BUILT_IN_ID_TYPES),
+            pattern=ID_TYPE_PATTERN,
             title="ID type",
-            description="What the IDs are (the subject_type in mailtrace.contact).",
+            description="What the IDs are (the subject_type in mailtrace.contact): "
+            + ", ".join(BUILT_IN_ID_TYPES)
+            + ", or a type added through Variable mailtrace_resend_id_patterns.",
         ),
         "template": Param(
             "error_resolved",
             type="string",
-            enum=["error_resolved", "submission_error"],
+            enum=list(NOTIFICATION_TYPES),
             title="Email",
             description="error_resolved: the problem is fixed, please resubmit. "
             "submission_error: your submission failed.",
         ),
-        "language": Param("en", type="string", enum=["en", "fr"], title="Language"),
+        "language": Param(LANGUAGES[0], type="string", enum=list(LANGUAGES), title="Language"),
         "dry_run": Param(
             True,
             type="boolean",
@@ -115,24 +129,24 @@ def _run_id() -> str:
             description="Send again to IDs already emailed for this incident (a deliberate second email).",
         ),
         "max_recipients": Param(
-            500,
+            DEFAULT_MAX_RECIPIENTS,
             type="integer",
             minimum=1,
             title="Max recipients",
             description="Guard: the run fails without sending if more people would receive mail.",
         ),
         "rate_per_minute": Param(
-            900,
+            DEFAULT_RATE_PER_MINUTE,
             type="integer",
             minimum=1,
             title="Rate per minute",
             description="Overall sending rate; keep it under the Notify API key's limit (1,000/min).",
         ),
         "chunk_size": Param(
-            100,
+            DEFAULT_CHUNK_SIZE,
             type="integer",
             minimum=1,
-            maximum=1000,
+            maximum=MAX_CHUNK_SIZE,
             title="Chunk size",
             description="Emails per send_chunk task.",
         ),

@@ -226,3 +226,42 @@ def smtp_server(monkeypatch):
     )
     yield sink
     controller.stop()
+
+
+# ------------------------------------------------------------------------------------ test tiers
+# `make test-fast` runs `pytest -m "not services"`: pure unit tests, no server, seconds. A test needs
+# services when it uses one of these fixtures (directly or through another fixture), or when its module
+# starts servers, clusters, containers or Airflow runs by itself.
+SERVICE_FIXTURES = frozenset(
+    {"pg_admin_dsn", "moto_endpoint", "notify_sim", "smtp_server", "airflow_metadata_db"}
+)
+MODULES_WITH_OWN_SERVICES = frozenset(
+    {
+        "test_bench_smoke",
+        "test_compose",
+        "test_dag_runs",
+        "test_deploy_layout",
+        "test_notify_sim",
+        "test_pgcluster",
+        "test_reliability_kills",
+        "test_seed",
+        "test_ses_events_unconfigured",
+        "test_ui_browser",
+        "test_ui_routes",
+    }
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "services: needs a server (Postgres, moto, SMTP, Notify sim, Airflow)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if (
+            SERVICE_FIXTURES.intersection(item.fixturenames)
+            or module in MODULES_WITH_OWN_SERVICES
+            or module.startswith("test_e2e")
+        ):
+            item.add_marker(pytest.mark.services)

@@ -42,7 +42,7 @@ print(json.dumps({{
     "package": paths.__file__,
     "sql_dir": str(paths.SQL_DIR),
     "templates_dir": str(paths.TEMPLATES_DIR),
-    "sql": paths.read_sql("report_failed_summary.sql"),
+    "sql": paths.read_sql("report/failed_summary.sql"),
     "migrations": sorted(p.name for p in (paths.SQL_DIR / "migrations").glob("*.sql")),
     "template": template_text,
 }}))
@@ -54,14 +54,14 @@ def test_a_plugins_zip_carries_sql_and_templates_that_mailtrace_reads_from_insid
     names = build_plugins_zip(archive)
 
     assert {"mailtrace_ui.py", ".airflowignore", "mailtrace/paths.py"} <= set(names)
-    assert "sql/report_failed_summary.sql" in names and "templates/resend/error_resolved.en.txt.j2" in names
+    assert "sql/report/failed_summary.sql" in names and "templates/resend/error_resolved.en.txt.j2" in names
     assert not any("__pycache__" in name for name in names)
 
     # Imported by zipimport from the archive: nothing beside it on disk to fall back on.
     found = run_python(READ_FROM_PACKAGE.format(root=str(archive)), env_extra={}, cwd=tmp_path)
 
     assert found["package"].startswith(str(archive) + os.sep), found["package"]
-    assert found["sql"] == (REPO_ROOT / "sql" / "report_failed_summary.sql").read_text(encoding="utf-8")
+    assert found["sql"] == (REPO_ROOT / "sql" / "report/failed_summary.sql").read_text(encoding="utf-8")
     assert found["migrations"] == sorted(p.name for p in (REPO_ROOT / "sql" / "migrations").glob("*.sql"))
     assert found["template"] == (REPO_ROOT / "templates/resend/error_resolved.en.txt.j2").read_text(
         encoding="utf-8"

@@ -1,4 +1,4 @@
-"""Invalid-address flags (issue 5): set, clear, re-flag, audit history, rebuild = incremental.
+"""Invalid-address flags: set, clear, re-flag, audit history, rebuild = incremental.
 
 Rows go straight into the event log, the contact table and mailtrace.delivery (the verdicts), as
 reconcile leaves them; `update_flags` / `rebuild_flags` then run against real Postgres.

@@ -9,7 +9,7 @@ import pytest
 from mailtrace.id_list import (
     IdListError,
     decode_id_list,
-    neutralise_cell,
+    outcome_cell,
     parse_id_list,
     parse_inline_ids,
     to_csv,
@@ -164,7 +164,7 @@ def test_bad_inline_ids_are_set_aside_one_by_one():
     ],
 )
 def test_formula_cells_are_neutralised(value, shown):
-    assert neutralise_cell(value) == shown
+    assert outcome_cell(value) == shown
 
 
 def test_outcome_csv_is_rfc4180_and_formula_safe():
@@ -175,7 +175,8 @@ def test_outcome_csv_is_rfc4180_and_formula_safe():
 
 
 def test_long_cells_are_cut_short():
-    assert len(neutralise_cell("A" * 5000)) == 201
+    assert len(outcome_cell("A" * 5000)) == 201
+    assert outcome_cell("=" + "A" * 5000) == "'=" + "A" * 199 + "…"
 
 
 # --------------------------------------------------------------------------------------------- fuzz

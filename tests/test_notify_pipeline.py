@@ -465,7 +465,7 @@ def test_persistent_server_errors_fail_with_a_clear_message(warehouse_conn, noti
 def test_two_extracts_at_once_are_refused(warehouse_conn, warehouse_dsn, notify_sim):
     import psycopg
 
-    from mailtrace.warehouse import EXTRACT_LOCK_BASE
+    from mailtrace.locks import EXTRACT_LOCK_BASE
 
     with psycopg.connect(warehouse_dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", (EXTRACT_LOCK_BASE,))

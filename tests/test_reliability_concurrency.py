@@ -1,4 +1,4 @@
-"""Issue 9 item 3: concurrent runs cannot corrupt state, and reconcile racing the application loses nothing.
+"""Concurrent runs cannot corrupt state, and reconcile racing the application loses nothing.
 
 Threads, each with its own connection to a real warehouse, against a real Notify simulator:
 
@@ -29,10 +29,10 @@ import pytest
 
 from mailtrace.events import ProviderEvent
 from mailtrace.load import load_provider_events
+from mailtrace.locks import EXTRACT_LOCK_BASE
 from mailtrace.notify_extract import WATERMARK_STATE, extract_list
 from mailtrace.providers.gc_notify import NotifyClient
 from mailtrace.reconcile import reconcile
-from mailtrace.warehouse import EXTRACT_LOCK_BASE
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 SOAK = os.environ.get("MAILTRACE_SOAK") == "1"

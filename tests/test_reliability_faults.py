@@ -1,4 +1,4 @@
-"""Issue 9 item 1: every fault the Notify simulator can serve, driven through the list extract.
+"""Every fault the Notify simulator can serve, driven through the list extract.
 
 Each fault is injected on the first page and mid-walk (page 2). A transient fault is retried to success
 and the warehouse ends exactly as after a clean run; a persistent one fails the task with a message that

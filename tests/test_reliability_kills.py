@@ -1,4 +1,4 @@
-"""Issue 9 item 2: the Notify pipeline killed (SIGKILL, a real process kill) at any point converges on re-run.
+"""The Notify pipeline killed (SIGKILL, a real process kill) at any point converges on re-run.
 
 A child process under the venv's python runs extract -> id look-ups -> reconcile against the simulator and
 a real warehouse. A hook that exists only in the child's script (it wraps library functions before the
@@ -7,7 +7,7 @@ MAILTRACE_TEST_KILL_AT; the test then SIGKILLs the child, re-runs the same steps
 the warehouse with an uninterrupted run over the same provider data: the same provider_event rows (none
 lost, none twice), the same verdicts, orphans, look-up evidence and watermark.
 
-The other kills of issue 9 live with their code: SES "between load and SQS delete" in
+The other kills live with their code: SES "between load and SQS delete" in
 tests/test_ses_ingest.py (test_crash_between_load_and_delete_converges,
 test_process_killed_before_delete_converges) and resend "between send and record" in tests/test_resend.py
 (test_kill_between_send_and_record_then_retry_sends_once, test_row_left_claimed_by_a_killed_run_is_taken_over

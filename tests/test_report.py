@@ -273,6 +273,8 @@ def test_details_with_commas_quotes_and_newlines_round_trip(warehouse_conn, s3_b
         ("@SUM(A1)", "'@SUM(A1)"),
         ("\tx", "'\tx"),
         ("\rx", "'\rx"),
+        ("\nx", "'\nx"),
+        ("  =1", "'  =1"),
         ("plain", "plain"),
         ("a=b", "a=b"),
         (None, ""),
@@ -280,6 +282,12 @@ def test_details_with_commas_quotes_and_newlines_round_trip(warehouse_conn, s3_b
 )
 def test_neutralise_cell(value, cell):
     assert neutralise_cell(value) == cell
+
+
+def test_report_cells_are_never_cut_short():
+    """The outcome CSV cuts long cells for display; the report keeps every character of the warehouse."""
+    long_detail = "-" + "x" * 5000
+    assert neutralise_cell(long_detail) == "'" + long_detail
 
 
 def test_formulas_in_data_are_neutralised_in_the_file(warehouse_conn, s3_bucket, aws):

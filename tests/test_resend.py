@@ -415,7 +415,7 @@ def test_kill_between_send_and_record_then_retry_sends_once(env, monkeypatch):
     env.contacts(addresses(3))
     params = env.params(list(addresses(3)))
     chunks = plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
     calls = []
 
     def killed_after_second_post(conn, row, notification):
@@ -424,13 +424,13 @@ def test_kill_between_send_and_record_then_retry_sends_once(env, monkeypatch):
             raise Killed
         record(conn, row, notification)
 
-    monkeypatch.setattr(resend, "_record_sent", killed_after_second_post)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed_after_second_post)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=chunks[0]["chunk_index"], client=env.client())
     assert len(env.sim.sent_requests()) == 2
     assert [row[2:] for row in env.ledger()] == [("sent", 1), ("claimed", 1), ("claimed", 0)]
 
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     counts = send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
     assert counts == {"recovered": 1, "sent": 1}
     assert env.posted() == Counter({address: 1 for address in addresses(3).values()})
@@ -442,15 +442,15 @@ def test_row_left_claimed_by_a_killed_run_is_taken_over_by_a_retrigger(env, monk
     env.contacts(addresses(2))
     params = env.params(list(addresses(2)))
     plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
 
     def killed(conn, row, notification):
         raise Killed
 
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     env.run(params, run_id="run-2")
     assert env.posted() == Counter({address: 1 for address in addresses(2).values()})
     assert {row[2] for row in env.ledger()} == {"sent"}
@@ -472,7 +472,7 @@ def test_process_killed_with_sigkill_after_the_post_converges_on_retry(env):
         def die(conn, row, notification):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        resend._record_sent = die
+        resend.sending._record_sent = die
         send_chunk(ResendParams(**{vars(params)!r}), run_id="run-1", chunk_index=0)
         """
     )
@@ -701,7 +701,9 @@ def test_subject_with_a_newline_is_refused(monkeypatch):
         "error_resolved.en.html.j2": "h",
     }
     monkeypatch.setattr(
-        resend, "_jinja_environment", lambda: Environment(loader=DictLoader(templates), autoescape=True)
+        resend.rendering,
+        "_jinja_environment",
+        lambda: Environment(loader=DictLoader(templates), autoescape=True),
     )
     with pytest.raises(ValueError, match="single line"):
         resend.render_email(
@@ -728,6 +730,28 @@ def test_dag_parses_with_params_and_mapping():
     # Its retry must come after the settle delay, or it can only defer an ambiguous row again.
     assert send.retries >= 1
     assert send.retry_delay.total_seconds() > resend.DEFAULT_SETTLE_SECONDS
+
+
+def test_the_form_offers_what_the_checks_accept_and_takes_an_id_type_added_by_variable(monkeypatch):
+    """The form's choices come from the module's values; id_type is free text checked at the run's start."""
+    import re
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from mailtrace.id_list import DEFAULT_ID_PATTERNS
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mailtrace_resend.py")).dags["mailtrace_resend"]
+    id_type = dag.params.get_param("id_type").schema
+    assert "enum" not in id_type and id_type["examples"] == list(DEFAULT_ID_PATTERNS)
+    assert re.search(id_type["pattern"], "permit") and not re.search(id_type["pattern"], "permit\n")
+    assert dag.params.get_param("language").schema["enum"] == list(resend.LANGUAGES)
+    assert dag.params.get_param("chunk_size").schema["maximum"] == resend.MAX_CHUNK_SIZE
+
+    mapping = {"incident_id": "INC-1", "id_type": "permit", "inline_ids": "PRM-1"}
+    with pytest.raises(ResendInputError, match="id_type must be one of"):
+        ResendParams.from_mapping(mapping)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_ID_PATTERNS", json.dumps({"permit": r"\APRM-\d+\Z"}))
+    assert ResendParams.from_mapping(mapping).id_type == "permit"
 
 
 # -------------------------------------------------------------------------------------------- SES
@@ -797,17 +821,17 @@ def test_ses_kill_between_send_and_record_is_unknown_and_never_resent(env, ses, 
     env.contacts(addresses(2))
     params = env.params(list(addresses(2)))
     plan_resend(params, run_id="run-1")
-    record = resend._record_sent
+    record = resend.sending._record_sent
 
     def killed(conn, row, notification):
         raise Killed
 
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0)
     assert ses.sent_to() == {"delivered+1@example.gov": 1}  # SES took it; the ledger never heard
 
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
     assert send_chunk(params, run_id="run-1", chunk_index=0) == {"unknown": 1, "sent": 1}  # Airflow's retry
     assert send_chunk(params, run_id="run-1", chunk_index=0) == {}  # and another: nothing left to do
     assert ses.sent_to() == Counter(addresses(2).values())  # STR-000001 was not sent a second time
@@ -842,11 +866,11 @@ def test_ses_row_left_open_by_a_killed_run_is_not_taken_over_by_a_retrigger(env,
     def killed(conn, row, notification):
         raise Killed
 
-    record = resend._record_sent
-    monkeypatch.setattr(resend, "_record_sent", killed)
+    record = resend.sending._record_sent
+    monkeypatch.setattr(resend.sending, "_record_sent", killed)
     with pytest.raises(Killed):
         send_chunk(params, run_id="run-1", chunk_index=0)
-    monkeypatch.setattr(resend, "_record_sent", record)
+    monkeypatch.setattr(resend.sending, "_record_sent", record)
 
     assert plan_resend(params, run_id="run-2") == []
     assert [(row["subject_id"], row["reason"]) for row in env.outcome("run-2")] == [

@@ -1,14 +1,13 @@
 """End to end: the real `airflow api-server` serves the Delivery page; headless Chromium renders it.
 
-Issue 10.
-
 Airflow runs with its own temporary AIRFLOW_HOME (metadata DB migrated first), the repository's
 plugins folder and the simple auth manager in all-admins mode (every request is an admin, so the
 browser needs no sign-in; refusing anonymous users is covered by tests/test_ui_routes.py). The
 warehouse is a per-test Postgres database wired as AIRFLOW_CONN_MAILTRACE_WAREHOUSE.
 
-Chromium is Debian's (`/usr/bin/chromium`), installed with apt-get when absent and running as root;
-otherwise the test is skipped. The screenshot is saved under test-artifacts/.
+Chromium is Debian's (`/usr/bin/chromium`), installed by `make browser` (which `make test` runs first),
+never from inside a test; without it the test is skipped, saying so.
+The screenshot is saved under test-artifacts/
 """
 
 from __future__ import annotations
@@ -60,23 +59,7 @@ def find_chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(
-            "headless Chromium not found and cannot install it (needs root and apt-get): apt install chromium"
-        )
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    installed = subprocess.run(
-        ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env
-    )
-    if installed.returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
-        installed = subprocess.run(
-            ["apt-get", "install", "-y", "-q", "chromium"], capture_output=True, text=True, env=env
-        )
-    found = shutil.which("chromium")
-    if not found:
-        pytest.skip(f"could not install Debian's chromium package: {installed.stderr.strip()[-500:]}")
-    return found
+    pytest.skip("headless Chromium not found: run `make browser` (apt-get install chromium, as root)")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The Delivery page's FastAPI routes against a real warehouse (issue 10).
+"""The Delivery page's FastAPI routes against a real warehouse.
 
 Most tests override the app's auth dependency (`get_viewer`) the way FastAPI intends, as a masked
 examiner or as a user allowed full addresses; `TestAirflowAuth` drives the real dependency with

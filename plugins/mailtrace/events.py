@@ -26,14 +26,7 @@ FAILURE_REASONS = (
 )
 FINAL_STATUSES = frozenset(DELIVERY_STATUSES) - {"pending"}
 # Every delivery status that means the person did not get the email (the weekly report's rows).
-FAILED_STATUSES = (
-    "permanent_failure",
-    "temporary_failure",
-    "technical_failure",
-    "complaint",
-    "not_at_provider",
-    "send_failed",
-)
+FAILED_STATUSES = tuple(status for status in DELIVERY_STATUSES if status not in ("pending", "delivered"))
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,9 @@ def email_alert(subject: str, text: str) -> None:
 
 def _email(subject: str, text: str) -> int:
     from mailtrace.mailer import send_email
-    from mailtrace.settings import get_email_list
+    from mailtrace.settings import setting
 
-    recipients = get_email_list("alert_emails")
+    recipients = setting("alert_emails")
     if not recipients:
         log.warning("no Variable mailtrace_alert_emails: alert %r not emailed", subject)
         return 0
@@ -84,9 +84,9 @@ def _email(subject: str, text: str) -> int:
 def _publish_to_sns(subject: str, text: str) -> int:
     from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
-    from mailtrace.settings import get_setting
+    from mailtrace.settings import setting
 
-    topic_arn = str(get_setting("alert_sns_topic_arn", "") or "").strip()
+    topic_arn = setting("alert_sns_topic_arn")
     if not topic_arn:
         log.info("no Variable mailtrace_alert_sns_topic_arn: alert %r not published to SNS", subject)
         return 0

@@ -1,4 +1,4 @@
-"""Invalid-address flags that set and clear themselves (issue 5, CONTRACT.md §3).
+"""Invalid-address flags that set and clear themselves (CONTRACT.md §3).
 
 A subject's flag is a pure function of the verdicts (`mailtrace.delivery`) and the contact table (the
 rule is spelled out in `sql/flags_verdict.sql`), so the incremental run and a full rebuild run the same
@@ -24,13 +24,12 @@ from datetime import datetime, timedelta
 import psycopg
 
 from mailtrace.input_indexes import INPUT_LOOKUPS, warn_missing_input_indexes
+from mailtrace.locks import FLAGS_LOCK
 from mailtrace.paths import read_sql
 from mailtrace.warehouse import get_state, require_no_open_transaction, set_state
 
 log = logging.getLogger(__name__)
 
-# Serialises flag runs with each other, so two of them never record the same transition twice.
-FLAGS_LOCK = 7_301_003
 # When the last run started (database clock); the next one looks at what changed after it.
 CURSOR_STATE = "flags_cursor"
 THRESHOLD_STATE = "flags_soft_failure_threshold"
@@ -45,10 +44,9 @@ def threshold_from_settings() -> int | None:
 
     For DAG tasks: the flag functions themselves take the threshold as a plain argument.
     """
-    from mailtrace.settings import get_setting
+    from mailtrace.settings import setting
 
-    value = get_setting(THRESHOLD_SETTING, None)
-    return _checked_threshold(int(value) if value not in (None, "") else None)
+    return _checked_threshold(setting(THRESHOLD_SETTING))
 
 
 def update_flags(

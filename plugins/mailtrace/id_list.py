@@ -15,6 +15,8 @@ import io
 import re
 from dataclasses import dataclass
 
+from mailtrace.csv_cells import neutralise_cell
+
 # What a subject ID looks like, per id_type (= the subject_type of mailtrace.contact). Overridable per
 # deployment with the Variable `mailtrace_resend_id_patterns` (a JSON object of the same shape).
 #   registration: "STR-" and six digits, e.g. STR-004211
@@ -52,7 +54,6 @@ _ID_HEADERS = frozenset(
 # How files that are not text begin: a spreadsheet (xlsx is a zip, xls an OLE file) or a PDF.
 _BINARY_MAGIC = (b"PK\x03\x04", b"\xd0\xcf\x11\xe0", b"%PDF")
 # Characters a spreadsheet reads as the start of a formula (OWASP "CSV injection").
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\n")
 _INVISIBLE = "\ufeff\u200b\u200c\u200d\u2060"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # Undecodable bytes (kept as surrogate escapes by decode_id_list) and lone surrogates from JSON input.
@@ -218,18 +219,12 @@ def parse_inline_ids(value: str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_rows
     return rows
 
 
-def neutralise_cell(value: object) -> str:
-    """A cell value that a spreadsheet shows as text, never evaluates as a formula.
-
-    Values starting with a formula character (after any leading spaces) get a leading apostrophe,
-    the form Excel and LibreOffice treat as "literal text"; long values are cut short.
-    """
+def outcome_cell(value: object) -> str:
+    """A cell of the outcome CSV: cut short when long, then neutralised like every CSV cell."""
     text = "" if value is None else str(value)
     if len(text) > _RAW_SHOWN_CHARS:
         text = text[:_RAW_SHOWN_CHARS] + "…"
-    if text.lstrip(" ").startswith(_FORMULA_PREFIXES):
-        return "'" + text
-    return text
+    return neutralise_cell(text)
 
 
 def to_csv(header: list[str], rows: list[list[object]]) -> bytes:
@@ -237,5 +232,5 @@ def to_csv(header: list[str], rows: list[list[object]]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)
-    writer.writerows([neutralise_cell(cell) for cell in row] for row in rows)
+    writer.writerows([outcome_cell(cell) for cell in row] for row in rows)
     return buffer.getvalue().encode("utf-8")

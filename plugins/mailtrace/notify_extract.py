@@ -35,6 +35,7 @@ import psycopg
 from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
 from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_text
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
+from mailtrace.locks import EXTRACT_LOCK_BASE
 from mailtrace.paths import read_sql
 from mailtrace.providers.gc_notify import (
     PROVIDER,
@@ -43,16 +44,19 @@ from mailtrace.providers.gc_notify import (
     parse_timestamp,
     to_provider_event,
 )
-from mailtrace.warehouse import EXTRACT_LOCK_BASE, drop_session_if_client_vanishes, get_state
+from mailtrace.settings import REGISTRY
+from mailtrace.warehouse import drop_session_if_client_vanishes, get_state
 
 log = logging.getLogger(__name__)
 
 WATERMARK_STATE = "gc_notify_list_watermark"
 SWEEP_STATE = "gc_notify_late_sweep_at"
-DEFAULT_OVERLAP = timedelta(hours=2)
-DEFAULT_SWEEP_EVERY = timedelta(hours=6)
-DEFAULT_SWEEP_WINDOW = timedelta(days=3)
-DEFAULT_INITIAL_LOOKBACK = timedelta(days=7)
+# The defaults of the plain functions are the registered defaults of the Variables the DAG tasks read.
+DEFAULT_OVERLAP = timedelta(minutes=REGISTRY["notify_list_overlap_minutes"].default)
+DEFAULT_GRACE = timedelta(minutes=REGISTRY["not_at_provider_grace_minutes"].default)
+DEFAULT_SWEEP_EVERY = timedelta(hours=REGISTRY["notify_late_sweep_every_hours"].default)
+DEFAULT_SWEEP_WINDOW = timedelta(days=REGISTRY["notify_late_sweep_days"].default)
+DEFAULT_INITIAL_LOOKBACK = timedelta(days=REGISTRY["notify_initial_lookback_days"].default)
 DEFAULT_RETENTION = timedelta(days=7)
 
 
@@ -277,10 +281,10 @@ def lookup_open_events(
     client: NotifyClient,
     *,
     now: datetime | None = None,
-    grace: timedelta = DEFAULT_OVERLAP,
+    grace: timedelta = DEFAULT_GRACE,
     overlap: timedelta = DEFAULT_OVERLAP,
     retention: timedelta = DEFAULT_RETENTION,
-    max_lookups: int = 500,
+    max_lookups: int = REGISTRY["notify_max_lookups_per_run"].default,
 ) -> dict:
     """Look up by id the events the list walk no longer covers and that still lack a final verdict.
 

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from mailtrace.settings import get_setting
+from mailtrace.settings import setting
 from mailtrace.warehouse import apply_migrations, connect
 
 
 def _grace() -> timedelta:
-    return timedelta(minutes=float(get_setting("not_at_provider_grace_minutes", 120)))
+    return timedelta(minutes=setting("not_at_provider_grace_minutes"))
 
 
 def _ses_grace() -> timedelta:
-    return timedelta(hours=float(get_setting("ses_not_at_provider_grace_hours", 24)))
+    return timedelta(hours=setting("ses_not_at_provider_grace_hours"))
 
 
 def _list_overlap() -> timedelta:
-    return timedelta(minutes=float(get_setting("notify_list_overlap_minutes", 120)))
+    return timedelta(minutes=setting("notify_list_overlap_minutes"))
 
 
 def run_migrations() -> list[str]:
@@ -29,33 +29,35 @@ def run_migrations() -> list[str]:
         return apply_migrations(conn)
 
 
-def run_notify_list_extract() -> dict:
-    from mailtrace.notify_extract import extract_list
+def _with_notify(step, **settings) -> dict:
+    """Run a Notify step with a warehouse connection and a Notify client from its Airflow connection."""
     from mailtrace.providers.gc_notify import NotifyClient
 
     with connect() as conn:
-        return extract_list(
-            conn,
-            NotifyClient.from_connection(),
-            overlap=_list_overlap(),
-            initial_lookback=timedelta(days=float(get_setting("notify_initial_lookback_days", 7))),
-            sweep_every=timedelta(hours=float(get_setting("notify_late_sweep_every_hours", 6))),
-            sweep_window=timedelta(days=float(get_setting("notify_late_sweep_days", 3))),
-        )
+        return step(conn, NotifyClient.from_connection(), **settings)
+
+
+def run_notify_list_extract() -> dict:
+    from mailtrace.notify_extract import extract_list
+
+    return _with_notify(
+        extract_list,
+        overlap=_list_overlap(),
+        initial_lookback=timedelta(days=setting("notify_initial_lookback_days")),
+        sweep_every=timedelta(hours=setting("notify_late_sweep_every_hours")),
+        sweep_window=timedelta(days=setting("notify_late_sweep_days")),
+    )
 
 
 def run_notify_lookups() -> dict:
     from mailtrace.notify_extract import lookup_open_events
-    from mailtrace.providers.gc_notify import NotifyClient
 
-    with connect() as conn:
-        return lookup_open_events(
-            conn,
-            NotifyClient.from_connection(),
-            grace=_grace(),
-            overlap=_list_overlap(),
-            max_lookups=int(get_setting("notify_max_lookups_per_run", 500)),
-        )
+    return _with_notify(
+        lookup_open_events,
+        grace=_grace(),
+        overlap=_list_overlap(),
+        max_lookups=setting("notify_max_lookups_per_run"),
+    )
 
 
 def run_reconcile() -> dict:
@@ -78,9 +80,9 @@ def run_deliverability_check(provider: str) -> dict:
     from mailtrace.monitoring import DeliverabilityAlert, Thresholds, alert_text, check_deliverability
 
     thresholds = Thresholds(
-        delivery_rate_floor=float(get_setting("alert_delivery_rate_floor", 0.90)),
-        not_at_provider_max=int(get_setting("alert_not_at_provider_max", 10)),
-        min_sample=int(get_setting("alert_min_sample", 20)),
+        delivery_rate_floor=setting("alert_delivery_rate_floor"),
+        not_at_provider_max=setting("alert_not_at_provider_max"),
+        min_sample=setting("alert_min_sample"),
         grace=_grace(),
     )
     with connect() as conn:

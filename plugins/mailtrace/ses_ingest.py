@@ -40,12 +40,14 @@ from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_
 from mailtrace.load import is_item_fault, load_provider_events
 from mailtrace.privacy import library_bodies_kept_out_of_logs, mask_email
 from mailtrace.providers.ses import UnparseableMessage, parse_sqs_body
+from mailtrace.settings import REGISTRY
+from mailtrace.warehouse import require_no_open_transaction
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_PREFIX = "ses-raw"
 SQS_MAX_BATCH = 10
-DEFAULT_MAX_BATCHES = 100
+DEFAULT_MAX_BATCHES = REGISTRY["ses_max_batches"].default
 DEFAULT_WAIT_SECONDS = 10
 # Long enough to archive, load and commit a batch of 10; a slower batch just reappears and is
 # stored again as a no-op.
@@ -296,8 +298,7 @@ def drain_queue(
         raise ValueError(f"batch_size must be 1..{SQS_MAX_BATCH} (the SQS limit), got {batch_size}")
     if max_batches < 1:
         raise ValueError(f"max_batches must be at least 1, got {max_batches}")
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        raise ValueError("drain_queue needs a connection outside any transaction (it commits per batch)")
+    require_no_open_transaction(conn, "drain_queue (it commits per batch)")
 
     sqs_client = SqsHook(aws_conn_id=aws_conn_id).conn
     s3_hook = S3Hook(aws_conn_id=aws_conn_id)
@@ -400,10 +401,10 @@ def drain_configured_queue(aws_conn_id: str = "aws_default") -> dict[str, int]:
     """
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from mailtrace.settings import get_setting
+    from mailtrace.settings import required_setting, setting
     from mailtrace.warehouse import apply_migrations, connect
 
-    queue_url = get_setting("ses_queue_url", None)
+    queue_url = setting("ses_queue_url")
     if not queue_url:
         # A deployment that does not send through SES has no queue: skip (and skip the reconcile
         # after it) rather than fail and alert every 10 minutes.
@@ -411,8 +412,8 @@ def drain_configured_queue(aws_conn_id: str = "aws_default") -> dict[str, int]:
             "no SES event queue configured (Airflow Variable mailtrace_ses_queue_url is unset): "
             "nothing to drain; set it to the SQS queue URL to ingest SES events"
         )
-    bucket = get_setting("report_bucket")
-    max_batches = int(get_setting("ses_max_batches", DEFAULT_MAX_BATCHES))
+    bucket = required_setting("report_bucket", "the SES archive")
+    max_batches = setting("ses_max_batches")
     with connect() as conn:
         apply_migrations(conn)
         return drain_queue(

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import psycopg
 
+# LOAD_LOCK is re-exported for load.py and reconcile.py.
+from mailtrace.locks import LOAD_LOCK, MIGRATION_LOCK  # noqa: F401
 from mailtrace.paths import SQL_DIR
 
 log = logging.getLogger(__name__)
@@ -31,12 +33,6 @@ CONTRACT_V1_CHECKSUMS = {
     10: "766ec97e969235d774cd63a4da1ca9f70c9af75ff4d74e5a159c16549ba3c1b6",
 }
 _MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-
-# Advisory lock keys (arbitrary, fixed). Loads into provider_event hold LOAD_LOCK so identity
-# values commit in order, which lets reconcile use "id > cursor" without missing a late commit.
-MIGRATION_LOCK = 7_301_001
-LOAD_LOCK = 7_301_002
-EXTRACT_LOCK_BASE = 7_301_100
 
 
 def connect(conn_id: str = WAREHOUSE_CONN_ID) -> psycopg.Connection:

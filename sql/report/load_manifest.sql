@@ -1,0 +1,1 @@
+SELECT * FROM mailtrace.report_manifest WHERE bucket = %s AND s3_key = %s

@@ -1,0 +1,1 @@
+SELECT to_regclass('mailtrace.flagged_address') IS NOT NULL
