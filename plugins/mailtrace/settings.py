@@ -121,7 +121,11 @@ def _raw(name: str) -> Any:
     """The Variable's value, JSON-decoded when it is JSON; None when unset or empty."""
     from airflow.sdk import Variable
 
-    raw = Variable.get(VARIABLE_PREFIX + name, default=None)
+    return decoded(Variable.get(VARIABLE_PREFIX + name, default=None))
+
+
+def decoded(raw: Any) -> Any:
+    """A Variable's stored text JSON-decoded when it is JSON; None when unset or empty."""
     if raw is None or raw == "":
         return None
     try:
@@ -181,8 +185,12 @@ def _bounded(entry: Setting, value: Any) -> Any:
 
 def setting(name: str) -> Any:
     """Variable `mailtrace_<name>` converted to its registered type, or its registered default."""
+    return setting_from(name, _raw(name))
+
+
+def setting_from(name: str, value: Any) -> Any:
+    """`value` (a decoded Variable read elsewhere, e.g. by the api-server) converted like `setting`."""
     entry = REGISTRY[name]
-    value = _raw(name)
     if value is None:
         return entry.default
     return _bounded(entry, _converted(entry, value))

@@ -20,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailtrace.paths import TEMPLATES_DIR
+from mailtrace.settings import REGISTRY
 from mailtrace.ui import data, health
 from mailtrace.ui.auth import Viewer, get_viewer, login_url
 from mailtrace.ui.export import csv_lines
@@ -68,12 +69,12 @@ Provider = Annotated[
     str | None, Query(pattern="^(gc_notify|ses)$", description="One provider; all when absent")
 ]
 MAX_TREND_DAYS = 366
-DEFAULT_TIMEZONE = "America/Vancouver"
+DEFAULT_TIMEZONE = REGISTRY["timezone"].default
 
 
 def deployment_timezone() -> str:
     """Variable `mailtrace_timezone` (the report's time zone), or the default when unset or not a zone."""
-    name = str(health.variable("mailtrace_timezone", DEFAULT_TIMEZONE))
+    name = str(health.variable("timezone"))
     try:
         ZoneInfo(name)
     except (ValueError, ZoneInfoNotFoundError):

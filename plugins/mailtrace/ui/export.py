@@ -13,14 +13,12 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+from mailtrace.csv_cells import neutralise_cell
 
 
 def neutralise(value: Any) -> str:
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text.lstrip(" ").startswith(FORMULA_TRIGGERS) else text
+    """A cell as text (times in ISO form), neutralised by the one rule in `mailtrace.csv_cells`."""
+    return neutralise_cell(value.isoformat() if isinstance(value, datetime) else value)
 
 
 def csv_lines(columns: list[str], rows: Iterable[dict[str, Any]]) -> Iterator[str]:

@@ -28,6 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mailtrace.paths import read_sql
+from mailtrace.settings import REGISTRY, VARIABLE_PREFIX, decoded, setting_from
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,20 @@ def dag_health(now: datetime) -> list[dict[str, Any]]:
     return checks
 
 
-def variable(name: str, default: Any) -> Any:
-    """Airflow Variable `name` as the api-server sees it, or `default` when unset or unreadable."""
+def variable(name: str) -> Any:
+    """Setting `name` of the registry as the api-server sees its Variable; the registered default when
+    the Variable is unset, unreadable here, or invalid (the page shows the pipeline's view, not an error).
+    """
     try:
         from airflow.models.variable import Variable
 
-        value = Variable.get(name, default_var=None)
-    except Exception as exc:  # no metadata DB in this process: the documented default applies
-        log.info("Variable %s not readable (%s); using %r", name, type(exc).__name__, default)
-        return default
-    return default if value in (None, "") else value
+        raw = Variable.get(VARIABLE_PREFIX + name, default_var=None)
+        return setting_from(name, decoded(raw))
+    except Exception as exc:  # no metadata DB in this process, or a bad value: the default applies
+        log.info(
+            "Variable %s%s not usable here (%s); using its default", VARIABLE_PREFIX, name, type(exc).__name__
+        )
+        return REGISTRY[name].default
 
 
 # ---------------------------------------------------------------- warehouse side
@@ -185,10 +190,10 @@ def deliverability_health(now: datetime) -> list[dict[str, Any]]:
     from mailtrace.warehouse import connect
 
     thresholds = Thresholds(
-        delivery_rate_floor=float(variable("mailtrace_alert_delivery_rate_floor", 0.90)),
-        not_at_provider_max=int(variable("mailtrace_alert_not_at_provider_max", 10)),
-        min_sample=int(variable("mailtrace_alert_min_sample", 20)),
-        grace=timedelta(minutes=float(variable("mailtrace_not_at_provider_grace_minutes", 120))),
+        delivery_rate_floor=variable("alert_delivery_rate_floor"),
+        not_at_provider_max=variable("alert_not_at_provider_max"),
+        min_sample=variable("alert_min_sample"),
+        grace=timedelta(minutes=variable("not_at_provider_grace_minutes")),
     )
     checks = []
     # Its own read-only connection: the check commits, which the page's snapshot transaction refuses.
