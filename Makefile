@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` and `make test`. Both create .venv from the pinned
+# The commands of the README: `make demo`, `make up`/`make down` and `make test`. Both create .venv from the pinned
 # requirements on first use, so a fresh machine needs nothing but Python 3.11.
 
 PYTHON ?= python3.11
@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 
-.PHONY: demo test bench lint venv
+.PHONY: demo up down test bench lint venv
 
 venv: $(STAMP)
 
@@ -19,6 +19,12 @@ $(STAMP): requirements.txt
 
 demo: venv
 	$(PY) -m devtools.demo
+
+up: venv
+	$(PY) -m devtools.up up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devtools.up down; else echo "nothing to stop: no $(VENV)"; fi
 
 test: venv
 	$(PY) -m pytest; status=$$?; \
