@@ -101,6 +101,7 @@ class StackSettings:
     ui_user: str = "admin"
     ui_password: str = "admin"  # noqa: S105 - the documented local default
     celery_workers: int = 2
+    celery_worker_concurrency: int = 4
     # An existing PostgreSQL server (admin DSN) for the warehouse and metadata databases; None starts a
     # cluster under state_dir.
     admin_dsn: str | None = None
@@ -131,6 +132,8 @@ class ManagedProcess:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path):
         self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
         self.popen: subprocess.Popen | None = None
+        # Every process group this process ever led: a killed scheduler's LocalExecutor workers outlive it.
+        self.groups: list[int] = []
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,6 +147,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self.groups.append(self.popen.pid)
 
     @property
     def pid(self) -> int | None:
@@ -172,7 +176,11 @@ class ManagedProcess:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             pass
-        self.kill(signal.SIGKILL)  # whatever of the group is left, including orphaned task processes
+        for group in self.groups:  # whatever is left, including orphaned task processes
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.popen.wait()
 
 
@@ -194,6 +202,8 @@ class AirflowStack:
         self.warehouse_dsn = ""
         self.metadata_dsn = ""
         self.celery_queue = ""
+        self.started_at: datetime | None = None
+        self._databases: list[str] = []
 
     # ------------------------------------------------------------------------------------ start/stop
 
@@ -226,7 +236,9 @@ class AirflowStack:
                 f"port {settings.ui_port} (the Airflow UI) is already in use on 127.0.0.1: stop what "
                 "listens there, or choose another port with MAILTRACE_UI_PORT=<port>"
             )
+        self.started_at = datetime.now(UTC)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # moto accepts any credentials; boto3 only needs some to sign with.
         os.environ.update(
             AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION=demo.REGION
         )
@@ -260,6 +272,8 @@ class AirflowStack:
         for process in self.processes.values():
             process.stop(max(0.0, deadline - time.monotonic()))
         self._stack.close()
+        if self.settings.admin_dsn and self._databases:
+            self._drop_databases()
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None
@@ -275,16 +289,25 @@ class AirflowStack:
         _say(f"PostgreSQL cluster in {self.cluster.data_dir} on port {self.cluster.port}")
         return admin_dsn
 
-    @staticmethod
-    def _fresh_database(admin_dsn: str, name: str) -> str:
+    def _fresh_database(self, admin_dsn: str, name: str) -> str:
         with psycopg.connect(admin_dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self._databases.append(name)
         return psycopg.conninfo.make_conninfo(admin_dsn, dbname=name)
+
+    def _drop_databases(self) -> None:
+        """On a server the stack does not own, leave nothing behind (a cluster of its own keeps them)."""
+        with psycopg.connect(self.settings.admin_dsn, autocommit=True) as conn:
+            for name in self._databases:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self._databases.clear()
 
     def _airflow_env(self, smtp_port: int) -> dict[str, str]:
         settings = self.settings
         env = demo.airflow_env(self.warehouse_dsn, self.sim, self.s3_endpoint, smtp_port, self.queue_url)
+        if os.environ.get("PYTHONPATH"):  # keep what the caller added (an extra provider, say)
+            env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], os.environ["PYTHONPATH"]])
         airflow_home = self.state_dir / "airflow"
         airflow_home.mkdir(parents=True, exist_ok=True)
         passwords_file = airflow_home / "simple_auth_manager_passwords.json"
@@ -416,7 +439,7 @@ class AirflowStack:
         }
         argv = [
             self._airflow_bin(), "celery", "worker", "--queues", self.celery_queue,
-            "--concurrency", "4", "--celery-hostname", f"{name}@%h",
+            "--concurrency", str(self.settings.celery_worker_concurrency), "--celery-hostname", f"{name}@%h",
         ]  # fmt: skip
         self._add_process(f"celery-{name}", argv, env)
 
