@@ -251,7 +251,11 @@ def test_scheduler_and_worker_killed_mid_run_lose_and_double_nothing(stack, api,
                       what="a notify run in its extract", interval=0.5)  # fmt: skip
     wait_for(lambda: stack.sim.stats()["faults_served"] >= 1, timeout=60, what="the extract's list request")
     if stack.settings.executor == "celery":
-        victim = next(p for name, p in stack.processes.items() if name.startswith("celery-worker"))
+        (extract,) = [
+            ti for ti in task_instances(api, NOTIFY_DAG, run_id) if ti["task_id"] == "extract_notify_list"
+        ]
+        worker_name = extract["hostname"].rsplit("-", 1)[-1]  # devtools.up.worker_hostname: <host>-<worker>
+        victim = stack.processes[f"celery-{worker_name}"]
     else:
         victim = scheduler  # LocalExecutor's workers are the scheduler's children: its whole group dies
     victim.kill(signal.SIGKILL)
