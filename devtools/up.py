@@ -44,7 +44,8 @@ WAREHOUSE_DB = "mailtrace_up"
 METADATA_DB = "mailtrace_airflow"
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
-CELERY_PINS = "apache-airflow-providers-celery==3.26.0 celery[redis]==5.7.0"
+# celery 5.7.0 dropped celery.backends.database.retry, which the 3.26.0 provider imports: workers exit.
+CELERY_PINS = "apache-airflow-providers-celery==3.26.0 celery[redis]==5.6.3"
 
 
 def _say(message: str) -> None:
@@ -85,8 +86,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def celery_available() -> bool:
-    return importlib.util.find_spec("airflow.providers.celery") is not None
+def celery_problem() -> str | None:
+    """Why the CeleryExecutor cannot run with this venv, or None when it can."""
+    if importlib.util.find_spec("airflow.providers.celery") is None:
+        return f"Airflow's Celery provider is not installed: pip install {CELERY_PINS}"
+    # What a worker imports first; in a child process, so this one's Airflow stays unconfigured.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import airflow.providers.celery.executors.celery_executor_utils"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if probe.returncode:
+        error = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"Airflow's Celery provider does not import ({error}): pip install {CELERY_PINS}"
+    return None
 
 
 class StackError(RuntimeError):
@@ -226,11 +240,8 @@ class AirflowStack:
         settings = self.settings
         if settings.executor not in EXECUTORS:
             raise StackError(f"MAILTRACE_EXECUTOR must be 'local' or 'celery', not {settings.executor!r}")
-        if settings.executor == "celery" and not celery_available():
-            raise StackError(
-                "MAILTRACE_EXECUTOR=celery needs Airflow's Celery provider, which is not installed: "
-                f"pip install {CELERY_PINS}"
-            )
+        if settings.executor == "celery" and (problem := celery_problem()):
+            raise StackError(f"MAILTRACE_EXECUTOR=celery cannot run: {problem}")
         if not port_is_free(settings.ui_port):
             raise StackError(
                 f"port {settings.ui_port} (the Airflow UI) is already in use on 127.0.0.1: stop what "
@@ -264,7 +275,7 @@ class AirflowStack:
         self._start_trickle()
         self.wait_until_ready(ready_timeout)
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 15) -> None:
         self._stop_trickle.set()
         for process in self.processes.values():
             process.kill(signal.SIGTERM)

@@ -17,7 +17,7 @@ import pytest
 
 from devtools import demo
 from devtools.up import REPO as REPO_ROOT
-from devtools.up import celery_available
+from devtools.up import celery_problem
 from tests.airflow_stack import (
     FINISHED,
     PIPELINE_EVERY_SECONDS,
@@ -48,21 +48,10 @@ RUN_DEADLINE = 240
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
-        "local",
-        pytest.param(
-            "celery",
-            marks=pytest.mark.skipif(
-                not celery_available(),
-                reason="CeleryExecutor tests need apache-airflow-providers-celery (and celery[redis]) "
-                "installed in the venv",
-            ),
-        ),
-    ],
-)
+@pytest.fixture(scope="module", params=["local", "celery"])
 def stack(request, pg_admin_dsn):
+    if request.param == "celery" and (problem := celery_problem()):
+        pytest.skip(f"CeleryExecutor: {problem}")
     # Kept after the run (test-artifacts/ is not committed): the Airflow logs of a failed test.
     state_dir = REPO_ROOT / "test-artifacts" / f"e2e-{request.param}"
     shutil.rmtree(state_dir, ignore_errors=True)
