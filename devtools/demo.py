@@ -185,7 +185,7 @@ def _airflow(env: dict[str, str], *args: str, log_name: str) -> int:
     return completed.returncode
 
 
-def prepare_aws(endpoint: str) -> str:
+def _prepare_aws(endpoint: str) -> str:
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
@@ -333,7 +333,7 @@ def main() -> int:
         sim = start_simulator(stack)
         s3_endpoint = start_moto(stack)
         smtp_port, maildir = start_smtp(stack)
-        queue_url = prepare_aws(s3_endpoint)
+        queue_url = _prepare_aws(s3_endpoint)
         env = airflow_env(warehouse_dsn, sim, s3_endpoint, smtp_port, queue_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
 

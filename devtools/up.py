@@ -259,7 +259,7 @@ class AirflowStack:
         self.sim = demo.start_simulator(self._stack, self.state_dir)
         self.s3_endpoint = demo.start_moto(self._stack)
         smtp_port, self.maildir = demo.start_smtp(self._stack, self.state_dir)
-        self.queue_url = demo.prepare_aws(self.s3_endpoint)
+        self.queue_url = self._prepare_aws()
         self.env = self._airflow_env(smtp_port)
         self._seed()
         started = time.monotonic()
@@ -313,6 +313,21 @@ class AirflowStack:
             for name in self._databases:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         self._databases.clear()
+
+    def _prepare_aws(self) -> str:
+        """The report bucket and an SES queue of this stack's own. moto keeps one state per process, so a
+        second stack in the same process (the end-to-end tests) finds the bucket already there."""
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=demo.REGION)
+        try:
+            location = {"LocationConstraint": demo.REGION}
+            s3.create_bucket(Bucket=demo.BUCKET, CreateBucketConfiguration=location)
+        except s3.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        sqs = boto3.client("sqs", endpoint_url=self.s3_endpoint, region_name=demo.REGION)
+        queue_name = demo.SES_QUEUE + self.settings.database_suffix.replace("_", "-")
+        return sqs.create_queue(QueueName=queue_name)["QueueUrl"]
 
     def _airflow_env(self, smtp_port: int) -> dict[str, str]:
         settings = self.settings

@@ -40,6 +40,10 @@ def stack_settings(
             # A task whose process was killed is given up on after this many seconds without a heartbeat.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+            # A restarted scheduler adopts the dead one's task instances (then times them out) this soon,
+            # not after the default five minutes.
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
             "AIRFLOW_VAR_MAILTRACE_RESEND_SETTLE_SECONDS": "5",
         },
     )
