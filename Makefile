@@ -1,6 +1,6 @@
-# The two commands of the README: `make demo` and `make test`. Both create .venv from the pinned
-# requirements on first use (requirements/runtime.lock, what production runs, plus requirements/dev.txt,
-# the test and lint tools), so a fresh machine needs nothing but Python 3.11.
+# The commands of the README: `make demo`, `make up`/`make down` and `make test`. They create .venv from
+# the pinned requirements on first use (requirements/runtime.lock, what production runs, plus
+# requirements/dev.txt, the test and lint tools), so a fresh machine needs nothing but Python 3.11.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
 REQUIREMENTS := requirements/runtime.lock requirements/dev.txt
 
-.PHONY: demo test test-fast bench lint venv plugins-zip browser
+.PHONY: demo up down test test-fast bench lint venv plugins-zip browser
 
 venv: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): $(REQUIREMENTS)
 
 demo: venv
 	$(PY) -m devtools.demo
+
+up: venv
+	$(PY) -m devtools.up up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) -m devtools.up down; else echo "nothing to stop: no $(VENV)"; fi
 
 test: venv browser
 	$(PY) -m pytest; status=$$?; \

@@ -27,11 +27,11 @@ from datetime import timedelta
 from airflow.sdk import chain, dag, task
 
 from mailtrace.assets import PROVIDER_EVENTS
-from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
+from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE, pipeline_schedule
 
 
 @dag(
-    schedule="*/15 * * * *",
+    schedule=pipeline_schedule("*/15 * * * *"),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

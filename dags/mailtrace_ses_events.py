@@ -26,11 +26,11 @@ from datetime import timedelta
 from airflow.sdk import dag, task
 
 from mailtrace.assets import PROVIDER_EVENTS
-from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
+from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE, pipeline_schedule
 
 
 @dag(
-    schedule=timedelta(minutes=10),
+    schedule=pipeline_schedule(timedelta(minutes=10)),
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,

@@ -35,7 +35,7 @@ SUBJECTS = int(os.environ.get("MAILTRACE_DEMO_SUBJECTS", "400"))
 REGION = "ca-central-1"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -47,9 +47,9 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", flush=True)
 
 
-def _cluster_dir() -> Path:
+def cluster_dir(state_dir: Path = STATE_DIR) -> Path:
     """`.mailtrace/pg` in the project, unless the postgres user cannot reach it (a clone under /root)."""
-    preferred = STATE_DIR / "pg" / "data"
+    preferred = state_dir / "pg" / "data"
     blocked = PgCluster.unreachable_ancestor(preferred)
     if blocked is None:
         return preferred
@@ -68,7 +68,7 @@ def _start_warehouse(stack: ExitStack) -> str:
     if admin_dsn:
         _say(f"creating database {DEMO_DB} on the server in MAILTRACE_WAREHOUSE_URL")
     else:
-        cluster = PgCluster(_cluster_dir(), port=_free_port())
+        cluster = PgCluster(cluster_dir(), port=free_port())
         admin_dsn = cluster.start()
         stack.callback(cluster.stop)
         _say(f"PostgreSQL cluster in {cluster.data_dir} on port {cluster.port}")
@@ -78,10 +78,10 @@ def _start_warehouse(stack: ExitStack) -> str:
     return psycopg.conninfo.make_conninfo(admin_dsn, dbname=DEMO_DB)
 
 
-def _start_simulator(stack: ExitStack):
+def start_simulator(stack: ExitStack, state_dir: Path = STATE_DIR):
     from devtools.notify_sim import NotifySimulator
 
-    db_path = STATE_DIR / "notify-sim.sqlite"
+    db_path = state_dir / "notify-sim.sqlite"
     db_path.unlink(missing_ok=True)
     sim = NotifySimulator(db_path)
     sim.start()
@@ -90,11 +90,11 @@ def _start_simulator(stack: ExitStack):
     return sim
 
 
-def _start_moto(stack: ExitStack) -> str:
+def start_moto(stack: ExitStack) -> str:
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3/SQS request drowns the summary
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     stack.callback(server.stop)
@@ -103,13 +103,13 @@ def _start_moto(stack: ExitStack) -> str:
     return endpoint
 
 
-def _start_smtp(stack: ExitStack) -> tuple[int, Path]:
+def start_smtp(stack: ExitStack, state_dir: Path = STATE_DIR) -> tuple[int, Path]:
     from aiosmtpd.controller import Controller
     from aiosmtpd.handlers import Mailbox
 
-    maildir = STATE_DIR / "mail"
+    maildir = state_dir / "mail"
     shutil.rmtree(maildir, ignore_errors=True)
-    port = _free_port()
+    port = free_port()
     controller = Controller(Mailbox(str(maildir)), hostname="127.0.0.1", port=port)
     controller.start()
     stack.callback(controller.stop)
@@ -117,7 +117,7 @@ def _start_smtp(stack: ExitStack) -> tuple[int, Path]:
     return port, maildir
 
 
-def _airflow_env(warehouse_dsn: str, sim, s3_endpoint: str, smtp_port: int, queue_url: str) -> dict[str, str]:
+def airflow_env(warehouse_dsn: str, sim, s3_endpoint: str, smtp_port: int, queue_url: str) -> dict[str, str]:
     variables = {
         "REPORT_BUCKET": BUCKET,
         "EXAMINER_EMAILS": json.dumps(["examiners@registry.example.gov"]),
@@ -194,23 +194,34 @@ def _prepare_aws(endpoint: str) -> str:
     return sqs.create_queue(QueueName=SES_QUEUE)["QueueUrl"]
 
 
-def _seed_ses(conn: psycopg.Connection, endpoint: str, queue_url: str) -> int:
-    """A few SES-sent notifications in the log and their SES events (SNS envelope) in the queue."""
+def queue_ses_events(
+    conn: psycopg.Connection,
+    endpoint: str,
+    queue_url: str,
+    *,
+    batch: str = "demo",
+    age: timedelta | None = None,
+) -> int:
+    """A few SES-sent notifications in the log and their SES events (SNS envelope) in the queue.
+
+    `batch` keeps the IDs of repeated calls apart; `age` is how long before now they were sent.
+    """
     import boto3
 
     sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
     now = datetime.now(UTC).replace(microsecond=0)
+    age = timedelta(hours=3) if age is None else age
     fates = ["Delivery", "Delivery", "Bounce", "Complaint"]
     for n, fate in enumerate(fates, start=1):
-        message_id = f"0100018c-demo-{n:04d}-{uuid.uuid5(uuid.NAMESPACE_URL, str(n))}"
+        message_id = f"0100018c-{batch}-{n:04d}-{uuid.uuid5(uuid.NAMESPACE_URL, f'{batch}:{n}')}"
         recipient = f"filer{n}@taxes.example.com"
-        sent_at = now - timedelta(hours=3, minutes=n)
+        sent_at = now - age - timedelta(minutes=n)
         conn.execute(
             """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
                    notification_type, recipient_email, provider, provider_reference, sent_at, local_status)
                VALUES (%s, 'tax_return', %s, 'SUBMISSION_ERROR', %s, 'ses', %s, %s, 'SENT')
                ON CONFLICT (event_id) DO NOTHING""",
-            (f"ses-evt-{n}", f"TR-2026-{n:05d}", recipient, message_id, sent_at),
+            (f"ses-evt-{batch}-{n}", f"TR-2026-{n:05d}", recipient, message_id, sent_at),
         )
         event_at = (sent_at + timedelta(seconds=5)).isoformat().replace("+00:00", "Z")
         mail = {
@@ -319,11 +330,11 @@ def main() -> int:
     os.environ.update(AWS_ACCESS_KEY_ID="demo", AWS_SECRET_ACCESS_KEY="demo", AWS_DEFAULT_REGION=REGION)
     with ExitStack() as stack:
         warehouse_dsn = _start_warehouse(stack)
-        sim = _start_simulator(stack)
-        s3_endpoint = _start_moto(stack)
-        smtp_port, maildir = _start_smtp(stack)
+        sim = start_simulator(stack)
+        s3_endpoint = start_moto(stack)
+        smtp_port, maildir = start_smtp(stack)
         queue_url = _prepare_aws(s3_endpoint)
-        env = _airflow_env(warehouse_dsn, sim, s3_endpoint, smtp_port, queue_url)
+        env = airflow_env(warehouse_dsn, sim, s3_endpoint, smtp_port, queue_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")})
 
         sys.path.insert(0, str(REPO / "plugins"))  # where Airflow finds the mailtrace package
@@ -335,7 +346,7 @@ def main() -> int:
             _say(f"warehouse migrations applied: {', '.join(applied) or 'none needed'}")
             counts = seed_event_log(conn, sim, subjects=SUBJECTS, weeks=1)
             _say(f"seeded {counts}")
-            _say(f"queued {_seed_ses(conn, s3_endpoint, queue_url)} SES events")
+            _say(f"queued {queue_ses_events(conn, s3_endpoint, queue_url)} SES events")
             # Non-production resends only reach allow-listed addresses: allow two of the three
             # demo recipients, so the outcome CSV shows both a send and an allow-list skip.
             allowed = [
