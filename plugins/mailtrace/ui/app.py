@@ -7,6 +7,7 @@ addresses are masked unless that user may see them in full (see `mailtrace.ui.au
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
@@ -134,9 +135,14 @@ def _for(viewer: Viewer, payload: Any) -> Any:
     return payload if viewer.full_addresses else mask(payload)
 
 
+@functools.cache
+def _page_environment() -> Environment:
+    """The page's Jinja environment, built once per process (it caches its compiled templates)."""
+    return Environment(loader=FileSystemLoader(UI_TEMPLATES), autoescape=True)
+
+
 def _render_page(request: Request, viewer: Viewer) -> str:
-    env = Environment(loader=FileSystemLoader(UI_TEMPLATES), autoescape=True)
-    template = env.get_template("delivery.html.j2")
+    template = _page_environment().get_template("delivery.html.j2")
     return template.render(
         base=request.scope.get("root_path", "").rstrip("/"),
         user=viewer.name,

@@ -15,17 +15,12 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.rows import dict_row
 
+from mailtrace.events import FAILED_STATUSES
 from mailtrace.paths import read_sql
 
-# Verdicts counted as failures on the chart, most severe first (CONTRACT.md §2).
-FAILURE_STATUSES = (
-    "permanent_failure",
-    "complaint",
-    "technical_failure",
-    "temporary_failure",
-    "not_at_provider",
-    "send_failed",
-)
+# Verdicts counted as failures on the chart (the report's failed statuses), most severe first.
+_MOST_SEVERE_FIRST = ("permanent_failure", "complaint", "technical_failure", "temporary_failure")
+FAILURE_STATUSES = _MOST_SEVERE_FIRST + tuple(s for s in FAILED_STATUSES if s not in _MOST_SEVERE_FIRST)
 TIMELINE_EVENT_LIMIT = 50
 SEARCH_LIMIT = 200
 
