@@ -102,7 +102,7 @@ def test_pipelines_run_on_their_schedules_and_verdicts_land(stack, api, warehous
         wait_for_successful_scheduled_run(api, dag_id, after=stack.started_at, timeout=PIPELINE_DEADLINE)
     verdicts = dict(
         warehouse.execute(
-            """SELECT provider, count(*) FROM mailtrace.notification_event
+            """SELECT provider, count(*) FROM mailtrace.notification_status
                WHERE delivery_status IS NOT NULL GROUP BY provider"""
         ).fetchall()
     )
@@ -112,7 +112,7 @@ def test_pipelines_run_on_their_schedules_and_verdicts_land(stack, api, warehous
     # Emails the simulator trickle logs after the stack started get their verdicts from later scheduled runs.
     wait_for(
         lambda: warehouse.execute(
-            """SELECT count(*) FROM mailtrace.notification_event
+            """SELECT count(*) FROM mailtrace.notification_status
                WHERE event_id LIKE 'evt-live-%%' AND delivery_status IS NOT NULL"""
         ).fetchone()[0],
         timeout=PIPELINE_DEADLINE,
