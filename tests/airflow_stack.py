@@ -93,10 +93,16 @@ def task_log(api: ApiClient, dag_id: str, run_id: str, task_id: str, try_number:
     )
     content = body.get("content", "")
     if isinstance(content, list):
-        return "\n".join(
-            str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content
-        )
+        return "\n".join(_log_line(line) for line in content)
     return str(content)
+
+
+def _log_line(line: object) -> str:
+    """A structured log record as the UI shows it: the event, and an exception's type and message."""
+    if not isinstance(line, dict):
+        return str(line)
+    errors = [f"{e.get('exc_type')}: {e.get('exc_value')}" for e in line.get("error_detail") or []]
+    return " | ".join([str(line.get("event", line)), *errors])
 
 
 def wait_for_successful_scheduled_run(
