@@ -8,7 +8,7 @@ addresses are masked unless that user may see them in full (see `mailtrace.ui.au
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -141,6 +141,25 @@ def _page_environment() -> Environment:
     return Environment(loader=FileSystemLoader(UI_TEMPLATES), autoescape=True)
 
 
+def _page_or_export(
+    viewer: Viewer,
+    format: str,
+    name: str,
+    columns: list[str],
+    limit: int,
+    offset: int,
+    extra: dict[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Any]:
+    """How a list route answers: one page as JSON, or (format=csv) the whole list as a CSV download."""
+
+    def answer(fetch: Callable[..., Any]) -> Any:
+        if format == "csv":
+            return _csv(viewer, name, fetch(limit=EXPORT_LIMIT), columns)
+        return _for(viewer, {**(extra or {}), **fetch(limit=limit, offset=offset)})
+
+    return answer
+
+
 def _render_page(request: Request, viewer: Viewer) -> str:
     template = _page_environment().get_template("delivery.html.j2")
     return template.render(
@@ -227,9 +246,8 @@ def build_router() -> APIRouter:
     ) -> Any:
         first, after = _day_bounds(since, until)
         filters = {"reason": reason, "subject_type": subject_type or None, "since": first, "until": after}
-        if format == "csv":
-            return _csv(viewer, "flagged", data.flagged(conn, limit=EXPORT_LIMIT, **filters), FLAGGED_COLUMNS)
-        return _for(viewer, data.flagged(conn, limit=limit, offset=offset, **filters))
+        page = _page_or_export(viewer, format, "flagged", FLAGGED_COLUMNS, limit, offset)
+        return page(lambda **paging: data.flagged(conn, **paging, **filters))
 
     @router.get("/api/not-at-provider")
     def not_at_provider(
@@ -251,10 +269,8 @@ def build_router() -> APIRouter:
             "notification_type": notification_type,
             "provider": provider,
         }
-        if format == "csv":
-            listing = data.not_at_provider(conn, limit=EXPORT_LIMIT, **filters)
-            return _csv(viewer, "not-at-provider", listing, NOT_AT_PROVIDER_COLUMNS)
-        return _for(viewer, data.not_at_provider(conn, limit=limit, offset=offset, **filters))
+        page = _page_or_export(viewer, format, "not-at-provider", NOT_AT_PROVIDER_COLUMNS, limit, offset)
+        return page(lambda **paging: data.not_at_provider(conn, **paging, **filters))
 
     @router.get("/api/pending")
     def pending(
@@ -280,11 +296,16 @@ def build_router() -> APIRouter:
             "provider": provider,
             "status": status,
         }
-        if format == "csv":
-            listing = data.pending_too_long(conn, limit=EXPORT_LIMIT, **filters)
-            return _csv(viewer, "pending", listing, PENDING_COLUMNS)
-        listing = data.pending_too_long(conn, limit=limit, offset=offset, **filters)
-        return _for(viewer, {"hours": hours, "older_than": older_than, **listing})
+        page = _page_or_export(
+            viewer,
+            format,
+            "pending",
+            PENDING_COLUMNS,
+            limit,
+            offset,
+            {"hours": hours, "older_than": older_than},
+        )
+        return page(lambda **paging: data.pending_too_long(conn, **paging, **filters))
 
     @router.get("/api/reports")
     def reports(
