@@ -15,11 +15,9 @@ from fastapi.testclient import TestClient
 from mailtrace.ui import app as ui_app
 from mailtrace.ui.auth import Viewer, get_viewer
 
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
 def ago(**kwargs) -> datetime:
-    return NOW - timedelta(**kwargs)
+    """A time this long before the call (not before import: a full run collects minutes earlier)."""
+    return datetime.now(UTC) - timedelta(**kwargs)
 
 
 @pytest.fixture(scope="module")
