@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from mailtrace.ui import app as ui_app
 from mailtrace.ui.auth import Viewer, get_viewer
 
+
 def ago(**kwargs) -> datetime:
     """A time this long before the call (not before import: a full run collects minutes earlier)."""
     return datetime.now(UTC) - timedelta(**kwargs)
@@ -136,6 +137,7 @@ def test_dag_levels_follow_the_age_of_the_last_success(warehouse_conn, dag_runs,
 
 def test_receipts_are_stale_only_when_something_was_sent_since(warehouse_conn, dag_runs, client):
     conn = warehouse_conn
+    watermark = ago(hours=4)
     with conn.transaction():
         send(conn, "N1", "gc_notify", ago(hours=5), "delivered")
         receipt(conn, "gc_notify", "ref-N1", ago(hours=4))
@@ -144,14 +146,14 @@ def test_receipts_are_stale_only_when_something_was_sent_since(warehouse_conn, d
         receipt(conn, "ses", "ref-S1", ago(days=3) + timedelta(minutes=1))  # quiet, but nothing was sent
         conn.execute(
             "INSERT INTO mailtrace.pipeline_state (name, value, updated_at) VALUES (%s, %s, %s)",
-            ("gc_notify_list_watermark", ago(hours=4).isoformat(), ago(minutes=10)),
+            ("gc_notify_list_watermark", watermark.isoformat(), ago(minutes=10)),
         )
     receipts = by(client.get("/api/health").json()["receipts"], "provider")
     notify = receipts["gc_notify"]
     assert notify["sent_since_newest_receipt"] is True
     assert notify["level"] == "amber"
     assert 4 * 3600 - 60 <= notify["newest_receipt_age_seconds"] <= 4 * 3600 + 120
-    assert notify["list_watermark"] == ago(hours=4).isoformat()
+    assert notify["list_watermark"] == watermark.isoformat()
     assert 540 <= notify["list_watermark_age_seconds"] <= 720
     assert receipts["ses"]["sent_since_newest_receipt"] is False
     assert receipts["ses"]["level"] == "green"
