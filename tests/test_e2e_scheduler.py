@@ -195,6 +195,7 @@ def latest_report_run_after() -> pendulum.DateTime:
     return monday if monday <= local else monday.subtract(weeks=1)
 
 
+@pytest.mark.timeout(REPORT_CATCH_UP_DEADLINE + 300)
 def test_first_deployment_of_the_weekly_report_emails_the_examiners_once(stack, api):
     due = latest_report_run_after()
     week = (due - timedelta(days=1)).isocalendar()
