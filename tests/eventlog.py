@@ -30,6 +30,26 @@ def insert_logged(conn, row: dict[str, Any], *, table: str = "mailtrace.notifica
         )
 
 
+def log_registration_send(conn, event_id, provider, sent_at, status=None, reason=None, local_status="SENT"):
+    """One registration NOC in the log, reference `ref-<event_id>`, with an optional verdict."""
+    insert_logged(
+        conn,
+        {
+            "event_id": event_id,
+            "subject_type": "registration",
+            "subject_id": "STR-" + event_id,
+            "notification_type": "NOC",
+            "recipient_email": f"{event_id.lower()}@example.gov",
+            "provider": provider,
+            "provider_reference": "ref-" + event_id,
+            "sent_at": sent_at,
+            "local_status": local_status,
+            "delivery_status": status,
+            "failure_reason": reason,
+        },
+    )
+
+
 def set_verdict(conn, event_id, status, reason=None, *, detail=None, updated_at=None) -> None:
     """Give a logged event a verdict as reconcile writes it (delivery_updated_at: now() unless given)."""
     conn.execute(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from eventlog import insert_logged
+from eventlog import log_registration_send
 from fastapi.testclient import TestClient
 
 from mailtrace.ui import app as ui_app
@@ -62,25 +62,6 @@ def client():
     with TestClient(ui_app.app) as test_client:
         yield test_client
     ui_app.app.dependency_overrides.clear()
-
-
-def send(conn, event_id: str, provider: str, sent_at: datetime, status: str | None = None, reason=None):
-    insert_logged(
-        conn,
-        {
-            "event_id": event_id,
-            "subject_type": "registration",
-            "subject_id": "STR-" + event_id,
-            "notification_type": "NOC",
-            "recipient_email": f"{event_id.lower()}@example.gov",
-            "provider": provider,
-            "provider_reference": "ref-" + event_id,
-            "sent_at": sent_at,
-            "local_status": "SENT",
-            "delivery_status": status,
-            "failure_reason": reason,
-        },
-    )
 
 
 def receipt(conn, provider: str, reference: str, observed_at: datetime) -> None:
@@ -139,10 +120,10 @@ def test_receipts_are_stale_only_when_something_was_sent_since(warehouse_conn, d
     conn = warehouse_conn
     watermark = ago(hours=4)
     with conn.transaction():
-        send(conn, "N1", "gc_notify", ago(hours=5), "delivered")
+        log_registration_send(conn, "N1", "gc_notify", ago(hours=5), "delivered")
         receipt(conn, "gc_notify", "ref-N1", ago(hours=4))
-        send(conn, "N2", "gc_notify", ago(hours=3))  # nothing has come back for 3 hours
-        send(conn, "S1", "ses", ago(days=3), "delivered")
+        log_registration_send(conn, "N2", "gc_notify", ago(hours=3))  # nothing has come back for 3 hours
+        log_registration_send(conn, "S1", "ses", ago(days=3), "delivered")
         receipt(conn, "ses", "ref-S1", ago(days=3) + timedelta(minutes=1))  # quiet, but nothing was sent
         conn.execute(
             "INSERT INTO mailtrace.pipeline_state (name, value, updated_at) VALUES (%s, %s, %s)",
@@ -159,10 +140,10 @@ def test_receipts_are_stale_only_when_something_was_sent_since(warehouse_conn, d
     assert receipts["ses"]["level"] == "green"
 
     with conn.transaction():
-        send(conn, "N3", "gc_notify", ago(hours=2))
+        log_registration_send(conn, "N3", "gc_notify", ago(hours=2))
         conn.execute("DELETE FROM mailtrace.provider_event WHERE provider = 'gc_notify'")
         conn.execute("UPDATE mailtrace.provider_event SET observed_at = %s", (ago(days=3),))
-        send(conn, "S2", "ses", ago(hours=7))
+        log_registration_send(conn, "S2", "ses", ago(hours=7))
     receipts = by(client.get("/api/health").json()["receipts"], "provider")
     assert receipts["gc_notify"]["newest_receipt_at"] is None
     assert receipts["gc_notify"]["level"] == "amber"  # silent since its oldest unanswered send, 5 h
@@ -205,7 +186,7 @@ def test_deliverability_check_is_red_when_it_would_alert(warehouse_conn, dag_run
     with conn.transaction():
         for i in range(30):
             failing = i % 3 == 0
-            send(
+            log_registration_send(
                 conn,
                 f"D{i}",
                 "ses",

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from eventlog import insert_logged
+from eventlog import log_registration_send
 from fastapi.testclient import TestClient
 
 from mailtrace.ui import app as ui_app
@@ -23,25 +23,6 @@ def client():
     ui_app.app.dependency_overrides.clear()
 
 
-def send(conn, event_id, provider, sent_at, status, reason=None, local_status="SENT"):
-    insert_logged(
-        conn,
-        {
-            "event_id": event_id,
-            "subject_type": "registration",
-            "subject_id": "STR-" + event_id,
-            "notification_type": "NOC",
-            "recipient_email": f"{event_id.lower()}@example.gov",
-            "provider": provider,
-            "provider_reference": "ref-" + event_id,
-            "sent_at": sent_at,
-            "local_status": local_status,
-            "delivery_status": status,
-            "failure_reason": reason,
-        },
-    )
-
-
 @pytest.fixture
 def two_feeds(warehouse_conn):
     """2026-03-10 (Vancouver): SES 20 sends, 2 bounces and 1 complaint; Notify 4 sends, all delivered.
@@ -55,10 +36,12 @@ def two_feeds(warehouse_conn):
                 status, reason = "permanent_failure", "invalid_address"
             elif i == 2:
                 status, reason = "complaint", None
-            send(conn, f"S{i}", "ses", noon + timedelta(minutes=i), status, reason)
+            log_registration_send(conn, f"S{i}", "ses", noon + timedelta(minutes=i), status, reason)
         for i in range(3):
-            send(conn, f"N{i}", "gc_notify", noon + timedelta(minutes=i), "delivered")
-        send(conn, "N-late", "gc_notify", datetime(2026, 3, 11, 2, 30, tzinfo=UTC), "delivered")
+            log_registration_send(conn, f"N{i}", "gc_notify", noon + timedelta(minutes=i), "delivered")
+        log_registration_send(
+            conn, "N-late", "gc_notify", datetime(2026, 3, 11, 2, 30, tzinfo=UTC), "delivered"
+        )
     return conn
 
 
