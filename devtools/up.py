@@ -48,6 +48,19 @@ EXECUTORS = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
 CELERY_PINS = "apache-airflow-providers-celery==3.26.0 celery[redis]==5.6.3"
 
 
+# Run in a child (importing the Celery app configures Airflow from the stack's env, not this process's):
+# exits 0 when every worker named on the command line answers a broker ping.
+CELERY_PING = """
+import sys
+from airflow.providers.celery.executors.celery_executor_utils import app
+replies = app.control.ping(timeout=3)
+answering = {name.split("@")[0] for reply in replies for name in reply}
+missing = sorted(set(sys.argv[1:]) - answering)
+print("not answering yet: " + ", ".join(missing) if missing else "all answering")
+sys.exit(1 if missing else 0)
+"""
+
+
 def _say(message: str) -> None:
     print(f"[up] {message}", flush=True)
 
@@ -514,6 +527,8 @@ class AirflowStack:
             if healthy:
                 listed = {dag["dag_id"] for dag in self.api().get("/dags", params={"limit": 100})["dags"]}
                 if expected <= listed:
+                    if self.settings.executor == "celery":
+                        self._wait_for_celery_workers(deadline)
                     return
             if time.monotonic() > deadline:
                 raise StackError(
@@ -521,6 +536,29 @@ class AirflowStack:
                     f"{self.state_dir / 'logs'}"
                 )
             time.sleep(1)
+
+    def _wait_for_celery_workers(self, deadline: float) -> None:
+        """Until every worker answers a broker ping: a worker still importing Airflow takes no task, so
+        a run started before it is up would all go to the other worker."""
+        names = [f"worker{number}" for number in range(1, self.settings.celery_workers + 1)]
+        while True:
+            self._check_processes()
+            probe = subprocess.run(
+                [sys.executable, "-c", CELERY_PING, *names],
+                env=self.env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            )
+            if probe.returncode == 0:
+                _say(f"Celery workers answering: {', '.join(names)}")
+                return
+            if time.monotonic() > deadline:
+                answer = probe.stdout.strip() or probe.stderr[-300:]
+                raise StackError(
+                    f"Celery workers did not all answer a ping ({answer}); logs in {self.state_dir / 'logs'}"
+                )
+            time.sleep(2)
 
     def _check_processes(self) -> None:
         for process in self.processes.values():

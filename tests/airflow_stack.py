@@ -44,6 +44,9 @@ def stack_settings(
             # not after the default five minutes.
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "15",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+            # A task queued in a killed scheduler's LocalExecutor is queued again after this, not 10 minutes.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
             "AIRFLOW_VAR_MAILTRACE_RESEND_SETTLE_SECONDS": "5",
         },
     )

@@ -238,7 +238,8 @@ def test_scheduler_and_worker_killed_mid_run_lose_and_double_nothing(stack, api,
     scheduler.kill(signal.SIGKILL, group=False)
     wait_for(lambda: not scheduler.running(), timeout=30, what="the scheduler to die")
     stack.restart("scheduler")
-    assert wait_for_run(api, RESEND_DAG, resend, timeout=RUN_DEADLINE) == "success"
+    # Recovery waits for the dead scheduler's tasks to be given up on (queued and heartbeat timeouts).
+    assert wait_for_run(api, RESEND_DAG, resend, timeout=RUN_DEADLINE + 300) == "success"
     assert sends_by_subject(stack.sim, incident) == dict.fromkeys(subjects, 1)
 
     # A pipeline run whose worker dies mid-extract (the list request hangs until we kill it): the retry

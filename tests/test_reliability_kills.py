@@ -325,8 +325,12 @@ def start_child(dsn: str, sim, point: str, after: int) -> subprocess.Popen:
     )
 
 
-def kill_at_marker(child: subprocess.Popen, point: str, limit: float = 120) -> None:
-    """Wait for the child to reach its kill point, then SIGKILL it."""
+def kill_at_marker(child: subprocess.Popen, point: str, limit: float = 420) -> None:
+    """Wait for the child to reach its kill point, then SIGKILL it.
+
+    The limit is a deadline for a loaded CI machine (the child imports Airflow's providers and extracts
+    the whole simulator page by page first), not a speed assertion.
+    """
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         ready, _, _ = select.select([child.stdout], [], [], 1)
@@ -369,6 +373,7 @@ def interrupted_state(dsn: str, reference: dict) -> dict:
     return state
 
 
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize(("point", "after"), KILL_POINTS, ids=[p for p, _ in KILL_POINTS])
 def test_killed_run_converges_to_the_uninterrupted_state(warehouse, sim, reference, point, after):
     child = start_child(warehouse, sim, point, after)

@@ -34,6 +34,10 @@ def dag_runs(metadata_db):
     from airflow.utils.session import create_session
     from sqlalchemy import delete, insert
 
+    def forget_mailtrace_runs() -> None:
+        with create_session() as session:
+            session.execute(delete(DagRun).where(DagRun.dag_id.like("mailtrace%")))
+
     def add(dag_id: str, state: str, ended: datetime) -> None:
         with create_session() as session:
             session.execute(
@@ -51,9 +55,10 @@ def dag_runs(metadata_db):
                 )
             )
 
+    # Earlier tests' `airflow dags test` runs share this metadata DB: start from none.
+    forget_mailtrace_runs()
     yield add
-    with create_session() as session:
-        session.execute(delete(DagRun).where(DagRun.dag_id.like("mailtrace%")))
+    forget_mailtrace_runs()
 
 
 @pytest.fixture
