@@ -25,6 +25,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -320,9 +321,22 @@ def start_child(dsn: str, sim, point: str, after: int) -> subprocess.Popen:
         "KILL_TEST_NOW": NOW.isoformat(),
         "KILL_TEST_CHUNK_ROWS": str(CHUNK_ROWS),
     }
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    # Its log goes to a file, not a pipe: lines filling an unread pipe would block it before its kill point.
+    stderr_log = tempfile.TemporaryFile(mode="w+")
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr_log,
+        text=True,
     )
+    child.stderr_log = stderr_log
+    return child
+
+
+def child_stderr(child: subprocess.Popen) -> str:
+    child.stderr_log.seek(0)
+    return child.stderr_log.read()[-4000:]
 
 
 def kill_at_marker(child: subprocess.Popen, point: str, limit: float = 420) -> None:
@@ -342,15 +356,14 @@ def kill_at_marker(child: subprocess.Popen, point: str, limit: float = 420) -> N
             if not line:  # the child exited without reaching the point
                 child.wait()
                 raise AssertionError(
-                    f"child ended (rc {child.returncode}) before {point}: {child.stderr.read()}"
+                    f"child ended (rc {child.returncode}) before {point}: {child_stderr(child)}"
                 )
     else:
         child.kill()
-        raise AssertionError(f"child never reached {point}")
+        raise AssertionError(f"child never reached {point}: {child_stderr(child)}")
     child.send_signal(signal.SIGKILL)
     assert child.wait(timeout=30) == -signal.SIGKILL
     child.stdout.close()
-    child.stderr.close()
 
 
 def wait_for_backends_to_go(dsn: str) -> None:
