@@ -6,6 +6,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devtools.seed import EVENT_COLUMNS
 from mailtrace.flags import update_flags
 from mailtrace.reconcile import reconcile
 from mailtrace.warehouse import MIGRATIONS_DIR, apply_migrations, list_migrations
@@ -52,18 +53,7 @@ def test_later_migration_adds_to_existing_warehouse_without_loss(empty_database_
     assert rows == [("e1", None)]
 
 
-APP_COLUMNS = [
-    "event_id",
-    "subject_type",
-    "subject_id",
-    "notification_type",
-    "recipient_email",
-    "provider",
-    "provider_reference",
-    "client_reference",
-    "sent_at",
-    "local_status",
-]
+APP_COLUMNS = list(EVENT_COLUMNS)  # the application's event log columns, as the seed writes them
 V1_MIGRATIONS = Path(__file__).parent / "data" / "migrations_v1"
 
 

@@ -19,6 +19,7 @@ import pytest
 from eventlog import insert_logged
 from fastapi.testclient import TestClient
 
+from devtools.seed import EVENT_COLUMNS as LOG_COLUMNS
 from mailtrace.ui import app as ui_app
 from mailtrace.ui.auth import Viewer, get_viewer
 
@@ -32,21 +33,7 @@ def ago(**kwargs) -> datetime:
     return NOW - timedelta(**kwargs)
 
 
-EVENT_COLUMNS = (
-    "event_id",
-    "subject_type",
-    "subject_id",
-    "notification_type",
-    "recipient_email",
-    "provider",
-    "provider_reference",
-    "client_reference",
-    "sent_at",
-    "local_status",
-    "delivery_status",
-    "failure_reason",
-    "delivery_detail",
-)
+EVENT_COLUMNS = (*LOG_COLUMNS, "delivery_status", "failure_reason", "delivery_detail")
 EVENTS = [
     # event_id, subject_type, subject_id, type, recipient, provider, provider_ref, client_ref, sent_at,
     # local_status, delivery_status, failure_reason, delivery_detail
