@@ -11,6 +11,7 @@ import shutil
 import signal
 from datetime import timedelta
 
+import httpx
 import pendulum
 import psycopg
 import pytest
@@ -122,6 +123,47 @@ def test_pipelines_run_on_their_schedules_and_verdicts_land(stack, api, warehous
         what="a verdict for a notification sent while the stack runs",
         interval=2,
     )
+
+
+def delivery_page(stack, api) -> httpx.Client:
+    """The Delivery page's JSON on the stack's api-server, with the REST API's token (as a script would)."""
+    return httpx.Client(
+        base_url=f"{stack.ui_url}/mailtrace",
+        headers={"Authorization": api.client.headers["Authorization"]},
+        timeout=60,
+    )
+
+
+def test_delivery_page_shows_the_running_pipeline(stack, api, warehouse):
+    wait_for_successful_scheduled_run(api, NOTIFY_DAG, after=stack.started_at, timeout=PIPELINE_DEADLINE)
+    page = delivery_page(stack, api)
+
+    health = page.get("/api/health").raise_for_status().json()
+    dags = {dag["dag_id"]: dag for dag in health["dags"]}
+    assert dags[NOTIFY_DAG]["last_success_at"] is not None
+    assert dags[NOTIFY_DAG]["level"] in {"green", "amber"}
+    assert dags[RESEND_DAG]["level"] == "idle"
+    receipts = {r["provider"]: r for r in health["receipts"]}
+    assert receipts["gc_notify"]["newest_receipt_at"] is not None
+
+    # A seeded subject found by its address typed in another case; the stack's UI user may see addresses.
+    subject_id, address = warehouse.execute(
+        "SELECT subject_id, email FROM mailtrace.contact ORDER BY subject_id LIMIT 1"
+    ).fetchone()
+    rows = page.get("/api/search", params={"q": address.upper()}).raise_for_status().json()["rows"]
+    assert (subject_id, "email address") in {(row["subject_id"], row["matched_by"]) for row in rows}
+
+    # The pending list exported as CSV holds exactly the rows the list counts (scheduled runs keep
+    # changing the list: compare an export with the counts taken just before and after it).
+    def export_between_equal_counts():
+        before = page.get("/api/pending", params={"hours": 1}).raise_for_status().json()["total"]
+        export = page.get("/api/pending", params={"hours": 1, "format": "csv"}).raise_for_status()
+        after = page.get("/api/pending", params={"hours": 1}).raise_for_status().json()["total"]
+        return (export, before) if before == after else None
+
+    export, total = wait_for(export_between_equal_counts, timeout=RUN_DEADLINE, what="a steady pending list")
+    assert export.headers["content-type"].startswith("text/csv")
+    assert len(export.text.splitlines()) == total + 1
 
 
 def test_resend_through_the_rest_api_sends_one_email_per_subject(stack, api, warehouse):
