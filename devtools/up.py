@@ -728,8 +728,9 @@ def up(settings: StackSettings) -> int:
         print(
             f"\n  Airflow UI   {stack.ui_url}\n  sign in      {settings.ui_user} / {settings.ui_password}\n"
             f"  mail         {stack.maildir} (Maildir)\n  logs         {settings.state_dir / 'logs'}\n"
-            f"  warehouse    {stack.warehouse_dsn}\n\n  Ctrl-C here, or `make down` from another shell, "
-            "stops everything.\n",
+            f"  warehouse    {stack.warehouse_dsn}\n  S3 (moto)    {stack.s3_endpoint}: an ID list copied to "
+            f"s3://{demo.BUCKET}/resend-requests/<incident_id>/<file>.csv starts a dry run\n\n"
+            "  Ctrl-C here, or `make down` from another shell, stops everything.\n",
             flush=True,
         )
         while True:
