@@ -9,6 +9,7 @@ import io
 import json
 import re
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote, quote_plus
 
@@ -261,6 +262,26 @@ def test_plan_drops_asks_for_dry_runs_the_resend_accepts(monkeypatch):
     assert (params.incident_id, params.id_type) == ("INC-7", "tax_return")
     assert params.ids_s3_uri == f"{PREFIX}INC-7/ids.csv"
     assert planned["trigger_run_id"].startswith("s3drop__INC-7__")
+
+
+def test_a_run_without_upload_events_starts_nothing_and_needs_no_settings(monkeypatch):
+    monkeypatch.delenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", raising=False)
+    assert plan_drops([SimpleNamespace(extra={"note": "created in the UI"})]) == []
+
+
+def test_the_dag_triggers_dry_runs_of_the_resend_and_skips_one_already_there():
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    dag = DagBag(dag_folder=str(dags / "mailtrace_resend_drop.py")).dags["mailtrace_resend_drop"]
+    start = dag.get_task("start_dry_run")
+    assert start.upstream_task_ids == {"find_drops"}
+    assert start.partial_kwargs["trigger_dag_id"] == "mailtrace_resend"
+    assert start.partial_kwargs["skip_when_already_exists"] is True
+    assert start.partial_kwargs["wait_for_completion"] is False
+    (watched,) = dag.timetable.asset_condition.objects
+    assert watched == drop_queue.RESEND_DROPS
+    assert isinstance(watched.watchers[0].trigger, DropQueueTrigger)
 
 
 # ------------------------------------------------------------------------------ bucket -> queue -> ledger

@@ -172,9 +172,13 @@ def plan_drops(asset_events: Iterable[Any]) -> list[dict[str, Any]]:
     from mailtrace.resend.validation import ids_prefix
     from mailtrace.settings import setting
 
+    messages = messages_of(asset_events)
+    if not messages:  # a run triggered by hand, or an asset event created in the UI: nothing to read
+        log.info("no S3 upload events in the triggering asset events: no dry run to start")
+        return []
     prefix = ids_prefix()
     id_type = setting("resend_drop_id_type")
-    drops, set_aside = drops_in(messages_of(asset_events), prefix)
+    drops, set_aside = drops_in(messages, prefix)
     for item in set_aside:
         log.warning("S3 drop set aside: %s: %s", mask_text(item.what), mask_text(item.reason))
     for drop in drops:
