@@ -6,9 +6,10 @@ optional) to `s3://<report bucket>/resend-requests/<incident_id>/` (the only pla
 Variable `mailtrace_resend_ids_prefix`), or paste them into `inline_ids`, then trigger with `dry_run` on
 and read the outcome CSV at `s3://<report bucket>/resend-outcomes/<incident_id>/<run_id>.csv`: every
 input row with its decision (`send`, `would_send`, `skip`, `reject`) and reason (a row that cannot be read,
-e.g. not UTF-8 or a control character, is set aside as `reject` with its reason; the rest go on). Trigger
-again with `dry_run` off to send. A bad parameter or list fails `validate_and_plan` at once, without retries,
-saying what to fix.
+e.g. not UTF-8 or a control character, is set aside as `reject` with its reason; the rest go on). Where the
+bucket's upload events reach queue `mailtrace_resend_drop_queue_url`, the upload alone starts that dry run
+(DAG `mailtrace_resend_drop`). Trigger again with `dry_run` off to send. A bad parameter or list fails
+`validate_and_plan` at once, without retries, saying what to fix.
 
 * **validate_and_plan** reads and validates the list, writes the outcome CSV, claims the rows to send in
   `mailtrace.resend_request` and returns the chunks.

@@ -31,6 +31,8 @@ STATE_DIR = REPO / ".mailtrace"
 DEMO_DB = "mailtrace_demo"
 BUCKET = "mailtrace-reports"
 SES_QUEUE = "mailtrace-ses-events"
+# The queue the bucket sends uploads under resend-requests/ to (the S3 drop; `make up` only).
+DROP_QUEUE = "mailtrace-resend-drops"
 SUBJECTS = int(os.environ.get("MAILTRACE_DEMO_SUBJECTS", "400"))
 REGION = "ca-central-1"
 

@@ -225,6 +225,7 @@ class AirflowStack:
         self.sim = None
         self.s3_endpoint = ""
         self.queue_url = ""
+        self.drop_queue_url = ""
         self.maildir = Path()
         self.warehouse_dsn = ""
         self.metadata_dsn = ""
@@ -273,6 +274,7 @@ class AirflowStack:
         self.s3_endpoint = demo.start_moto(self._stack)
         smtp_port, self.maildir = demo.start_smtp(self._stack, self.state_dir)
         self.queue_url = self._prepare_aws()
+        self.drop_queue_url = self._prepare_resend_drop()
         self.env = self._airflow_env(smtp_port)
         self._seed()
         started = time.monotonic()
@@ -342,6 +344,34 @@ class AirflowStack:
         queue_name = demo.SES_QUEUE + self.settings.database_suffix.replace("_", "-")
         return sqs.create_queue(QueueName=queue_name)["QueueUrl"]
 
+    def _prepare_resend_drop(self) -> str:
+        """The S3 drop: a queue of this stack's own that the bucket tells of every upload under
+        resend-requests/ (S3 sends its `s3:TestEvent` there first; the drop DAG sets it aside). A second
+        stack in the same moto replaces the bucket's notification with its own queue."""
+        import boto3
+
+        sqs = boto3.client("sqs", endpoint_url=self.s3_endpoint, region_name=demo.REGION)
+        queue_name = demo.DROP_QUEUE + self.settings.database_suffix.replace("_", "-")
+        queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        s3 = boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=demo.REGION)
+        s3.put_bucket_notification_configuration(
+            Bucket=demo.BUCKET,
+            NotificationConfiguration={
+                "QueueConfigurations": [
+                    {
+                        "Id": "mailtrace-resend-drop",
+                        "QueueArn": queue_arn,
+                        "Events": ["s3:ObjectCreated:*"],
+                        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "resend-requests/"}]}},
+                    }
+                ]
+            },
+        )
+        return queue_url
+
     def _airflow_env(self, smtp_port: int) -> dict[str, str]:
         settings = self.settings
         env = demo.airflow_env(self.warehouse_dsn, self.sim, self.s3_endpoint, smtp_port, self.queue_url)
@@ -386,6 +416,7 @@ class AirflowStack:
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(demo.free_port()),
             }
         )
+        env["AIRFLOW_VAR_MAILTRACE_RESEND_DROP_QUEUE_URL"] = self.drop_queue_url
         if settings.pipeline_every_seconds:
             env["MAILTRACE_PIPELINE_EVERY_SECONDS"] = str(settings.pipeline_every_seconds)
         if settings.executor == "celery":
@@ -697,8 +728,9 @@ def up(settings: StackSettings) -> int:
         print(
             f"\n  Airflow UI   {stack.ui_url}\n  sign in      {settings.ui_user} / {settings.ui_password}\n"
             f"  mail         {stack.maildir} (Maildir)\n  logs         {settings.state_dir / 'logs'}\n"
-            f"  warehouse    {stack.warehouse_dsn}\n\n  Ctrl-C here, or `make down` from another shell, "
-            "stops everything.\n",
+            f"  warehouse    {stack.warehouse_dsn}\n  S3 (moto)    {stack.s3_endpoint}: an ID list copied to "
+            f"s3://{demo.BUCKET}/resend-requests/<incident_id>/<file>.csv starts a dry run\n\n"
+            "  Ctrl-C here, or `make down` from another shell, stops everything.\n",
             flush=True,
         )
         while True:

@@ -10,6 +10,7 @@ import json
 import shutil
 import signal
 from datetime import timedelta
+from urllib.parse import quote_plus
 
 import httpx
 import pendulum
@@ -321,3 +322,74 @@ def test_scheduler_and_worker_killed_mid_run_lose_and_double_nothing(stack, api,
                GROUP BY provider_reference, raw_status HAVING count(*) > 1) AS doubled"""
     ).fetchone()
     assert doubled == 0
+
+
+DROP_DAG = "mailtrace_resend_drop"
+
+
+def find_drops_result(api, run_id: str) -> str:
+    """What a drop run's find_drops returned (the dry runs it asked for), as text; "" while there is none."""
+    path = f"/dags/{DROP_DAG}/dagRuns/{run_id}/taskInstances/find_drops/xcomEntries/return_value"
+    response = api.client.get(path)
+    return str(response.json().get("value")) if response.is_success else ""
+
+
+@pytest.mark.timeout(2 * PIPELINE_DEADLINE + RUN_DEADLINE + 600)
+def test_an_id_list_dropped_in_s3_starts_one_dry_run_even_when_its_event_comes_twice(stack, api, warehouse):
+    import boto3
+
+    subjects = allowed_subjects(stack, warehouse, 3, offset=20)
+    incident = f"INC-E2E-{stack.settings.executor.upper()}-DROP"
+    key = f"resend-requests/{incident}/tax service ids.csv"  # the event URL-encodes the space
+    s3 = boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name=demo.REGION)
+    body = ("id\n" + "\n".join(subjects) + "\n").encode()
+    etag = s3.put_object(Bucket=demo.BUCKET, Key=key, Body=body)["ETag"]
+    s3.put_object(Bucket=demo.BUCKET, Key=f"resend-requests/{incident}/read me.txt", Body=b"not a list")
+
+    def dry_runs() -> list[dict]:
+        return [run for run in runs(api, RESEND_DAG) if run["dag_run_id"].startswith(f"s3drop__{incident}__")]
+
+    (run,) = wait_for(dry_runs, timeout=PIPELINE_DEADLINE, what="the dry run the upload starts", interval=2)
+    assert wait_for_run(api, RESEND_DAG, run["dag_run_id"], timeout=RUN_DEADLINE) == "success"
+    assert run["conf"]["dry_run"] is True
+    assert run["conf"]["ids_s3_uri"] == f"s3://{demo.BUCKET}/{key}"
+    # The ledger holds it like any dry run: the run's counts and outcome CSV, no claimed row, no email.
+    (ledger,) = warehouse.execute(
+        """SELECT dag_run_id, dry_run, rows_read, planned, rejected, outcome_uri
+           FROM mailtrace.resend_run WHERE incident_id = %s""",
+        (incident,),
+    ).fetchall()
+    assert ledger[:5] == (run["dag_run_id"], True, 3, 3, 0)
+    outcome_key = ledger[5].removeprefix(f"s3://{demo.BUCKET}/")
+    outcome = s3.get_object(Bucket=demo.BUCKET, Key=outcome_key)["Body"].read().decode()
+    assert outcome.count("would_send") == 3
+    (claimed,) = warehouse.execute(
+        "SELECT count(*) FROM mailtrace.resend_request WHERE incident_id = %s", (incident,)
+    ).fetchone()
+    assert claimed == 0
+    assert sends_by_subject(stack.sim, incident) == {}
+
+    # SQS delivers at least once: the same upload event again is read, and starts no second dry run.
+    seen = {drop["dag_run_id"] for drop in runs(api, DROP_DAG)}
+    record = {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": demo.REGION,
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": demo.BUCKET}, "object": {"key": quote_plus(key), "eTag": etag.strip('"')}},
+    }
+    sqs = boto3.client("sqs", endpoint_url=stack.s3_endpoint, region_name=demo.REGION)
+    sqs.send_message(QueueUrl=stack.drop_queue_url, MessageBody=json.dumps({"Records": [record]}))
+
+    def redelivery_run() -> dict | None:
+        for drop in runs(api, DROP_DAG):
+            if drop["dag_run_id"] not in seen and drop["state"] in FINISHED:
+                if run["dag_run_id"] in find_drops_result(api, drop["dag_run_id"]):
+                    return drop
+        return None
+
+    again = wait_for(redelivery_run, timeout=PIPELINE_DEADLINE, what="the redelivery's run", interval=2)
+    assert again["state"] == "success"
+    tries = task_instances(api, DROP_DAG, again["dag_run_id"])
+    assert [ti["state"] for ti in tries if ti["task_id"] == "start_dry_run"] == ["skipped"]
+    assert [r["dag_run_id"] for r in dry_runs()] == [run["dag_run_id"]]

@@ -111,6 +111,13 @@ _SETTINGS = (
         default_text="s3://<mailtrace_report_bucket>/resend-requests/",
     ),
     Setting("resend_id_patterns", dict, {}, "extra or replaced ID types: JSON object of id_type to regex"),
+    Setting(
+        "resend_drop_queue_url",
+        str,
+        None,
+        "SQS queue of the bucket's upload events: a list dropped under the prefix starts a dry run",
+    ),
+    Setting("resend_drop_id_type", str, "registration", "id_type of the dry runs an S3 drop starts"),
     Setting("resend_max_list_bytes", int, 5 * 1024 * 1024, "largest ID list file read", 1),
     Setting("resend_max_list_rows", int, 100_000, "most IDs in one list", 1),
 )
