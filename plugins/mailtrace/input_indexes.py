@@ -142,6 +142,7 @@ def _missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...
 
 
 def missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...]) -> list[str]:
+    """The warnings a run would log for these look-ups, without logging or recording them."""
     return list(_missing_index_warnings(conn, lookups).values())
 
 
