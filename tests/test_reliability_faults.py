@@ -363,12 +363,18 @@ def test_unmappable_status_is_kept_raw_reported_and_never_a_verdict(
     assert all(found[r["reference"]] == VERDICTS[r["status"]] for r in others)
     # The walk itself completed and loaded everything: the watermark may move.
     assert watermark(warehouse_conn) == rows[0]["created_at"]
+    # The warning is kept for the Delivery page's health panel, open until a walk no longer meets it.
+    open_warnings = (
+        "SELECT kind, subject, run_count FROM mailtrace.pipeline_warning WHERE resolved_at IS NULL"
+    )
+    assert warehouse_conn.execute(open_warnings).fetchall() == [("unmapped_notify_status", raw_status, 1)]
 
     # Next run (inside the overlap) reads the real statuses; the raw rows stay as history.
     extract_list(warehouse_conn, client_for(sim, []), now=NOW)
     reconcile(warehouse_conn, now=NOW)
     assert verdicts(warehouse_conn) == expected_verdicts(rows)
     assert len(stored(warehouse_conn)) == ROWS + PAGE_SIZE
+    assert warehouse_conn.execute(open_warnings).fetchall() == []
 
 
 # ---------------------------------------------------------------------------------- id look-ups

@@ -21,6 +21,7 @@ from eventlog import insert_logged
 
 import tests.test_mailer as mailer_tests
 from mailtrace import report
+from mailtrace.events import DELIVERY_STATUSES, FAILURE_REASONS
 from mailtrace.mailer import RecipientsRefused
 from mailtrace.report import (
     ReportPeriodError,
@@ -35,6 +36,8 @@ from mailtrace.report import (
     weekly_period,
     write_report_csv,
 )
+from mailtrace.report.constants import FLAGGED_LISTED_PER_GROUP
+from mailtrace.settings import SettingError
 
 DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
 VANCOUVER = ZoneInfo("America/Vancouver")
@@ -403,11 +406,13 @@ def test_small_report_is_attached_and_summarised(warehouse_conn, s3_bucket, aws,
     assert attachment.get_filename() == "failed-notifications-2026-W02.csv"
     assert attachment.get_payload(decode=True) == s3_bytes(aws, s3_bucket, built["s3_key"])
     text = message.get_body(("plain",)).get_content()
-    assert "3 failed notifications; previous period (2026-W01): 1 (change +2)" in text
+    assert "3 emails did not reach the person; previous period (2026-W01): 1 (change +2)" in text
     assert "NOC: 2 / 0 / +2" in text
     assert "RENEWAL_REMINDER: 0 / 1 / -1" in text
-    assert "permanent_failure, invalid_address: 2 / 1 / +1" in text
-    assert "complaint, -: 1 / 0 / +1" in text
+    assert "Ask the person for a new email address: 2 / 1 / +1" in text
+    assert "  - Could not be delivered: the address does not exist: 2 / 1 / +1" in text
+    assert "Contact the person another way if it matters: 1 / 0 / +1" in text
+    assert "  - Delivered, then marked as spam by the person: 1 / 0 / +1" in text
     html = message.get_body(("html",)).get_content()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>" not in html
@@ -526,10 +531,12 @@ def test_newly_flagged_addresses_are_listed(warehouse_conn, s3_bucket, aws, smtp
     email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
 
     text = smtp_server.messages[0].get_body(("plain",)).get_content()
-    assert "Addresses newly flagged (1): flags set 2026-01-05 00:00 to " in text
+    assert "ADDRESSES NEWLY FLAGGED (1)" in text
+    assert "(flagged 2026-01-05 00:00 to " in text
+    assert "Ask the person for a new email address: 1" in text
     assert (
-        "2026-01-06 10:00  registration R-77  flagged.person@example.com  invalid_address"
-        "  (failed email sent 2026-01-04 22:00)"
+        "  - Registration R-77, flagged.person@example.com: The address does not exist"
+        " (failed email sent 2026-01-04 22:00, flagged 2026-01-06 10:00)"
     ) in text
     assert "1 more flagged in that time have cleared since" in text
     assert "earlier@example.com" not in text
@@ -537,6 +544,121 @@ def test_newly_flagged_addresses_are_listed(warehouse_conn, s3_bucket, aws, smtp
     assert "cleared@example.com" not in text
     html = smtp_server.messages[0].get_body(("html",)).get_content()
     assert "<td>flagged.person@example.com</td>" in html
+    assert "<th>Registration</th>" in html
+
+
+PAGE = "https://airflow.example.gov/plugin/delivery"
+# The contract's codes that are not also plain English words: none may reach an email's body.
+CODES = sorted({c for c in (*DELIVERY_STATUSES, *FAILURE_REASONS) if "_" in c} | {"registration_number"})
+
+
+def test_email_speaks_plain_words_grouped_by_what_to_do_with_links_and_codes_only_in_the_csv(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_DELIVERY_PAGE_URL", PAGE)
+    conn = warehouse_conn
+    outcomes = [
+        ("permanent_failure", "invalid_address"),
+        ("permanent_failure", "invalid_address"),
+        ("permanent_failure", "suppressed"),
+        ("temporary_failure", "mailbox_full"),
+        ("temporary_failure", "unknown"),
+        ("not_at_provider", None),
+        ("send_failed", "provider_error"),
+        ("technical_failure", "provider_error"),
+        ("complaint", None),
+        ("permanent_failure", "unknown"),
+        ("permanent_failure", "content_rejected"),
+    ]
+    for i, (status, reason) in enumerate(outcomes):
+        insert_event(conn, f"w{i}", local(2026, 1, 6, 9, i), status, reason)
+    many = FLAGGED_LISTED_PER_GROUP + 3
+    for i in range(many):
+        insert_flag(
+            conn,
+            f"gone{i}@example.com",
+            "set",
+            local(2026, 1, 6, 8, 0),
+            f"R-{i:02d}",
+            recorded_at=local(2026, 1, 6, 10, i),
+        )
+    insert_flag(
+        conn,
+        "full@example.com",
+        "set",
+        local(2026, 1, 7, 8, 0),
+        "<script>x</script>",
+        "mailbox_full",
+        recorded_at=local(2026, 1, 7, 10, 0),
+    )
+
+    built = build_report(WEEK, bucket=s3_bucket)
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+
+    (message,) = smtp_server.messages
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    headings = [
+        "Ask the person for a new email address: 3 / 0 / +3",
+        "Send it again: 2 / 0 / +2",
+        "Ask the team that writes the email to check its content: 1 / 0 / +1",
+        "Tell the technical team: 1 / 0 / +1",
+        "Contact the person another way if it matters: 1 / 0 / +1",
+        "Nothing to do now: check next week: 2 / 0 / +2",
+        "Read the details before acting: 1 / 0 / +1",
+    ]
+    assert [text.index(h) for h in headings] == sorted(text.index(h) for h in headings)
+    assert "  - Could not be delivered: the address does not exist: 2 / 0 / +2" in text
+    assert "  - Our system recorded it as sent, but the email service never received it: 1 / 0 / +1" in text
+    assert (
+        "  - Not delivered, for a reason that may pass: the email service did not say why: 1 / 0 / +1" in text
+    )
+    assert f"see them on the Delivery page: {PAGE}?nap_since=2026-01-05&nap_until=2026-01-11" in text
+    assert (
+        f"See these days on the Delivery page: {PAGE}?days=custom&since=2026-01-05&until=2026-01-11" in text
+    )
+
+    # Newly flagged: one heading per action, a few rows each, the rest counted.
+    assert f"ADDRESSES NEWLY FLAGGED ({many + 1})" in text
+    assert f"Ask the person for a new email address: {many}" in text.splitlines()
+    assert "Registration R-00, gone0@example.com: The address does not exist" in text
+    assert f"gone{FLAGGED_LISTED_PER_GROUP - 1}@example.com" in text
+    assert f"gone{FLAGGED_LISTED_PER_GROUP}@example.com" not in text
+    assert "  ... and 3 more — see the CSV or the Delivery page." in text
+    assert f"On the Delivery page, the address does not exist: {PAGE}?flagged_reason=invalid_address" in text
+    assert "Ask the person to check their mailbox: 1" in text
+    assert '<h4 style="margin-bottom: 4px;">Ask the person to check their mailbox: 1</h4>' in html
+    assert "<th>Registration</th><th>Email</th><th>What happened</th>" in html
+    assert "<td>&lt;script&gt;x&lt;/script&gt;</td>" in html and "<script>" not in html
+    assert f'<a href="{PAGE}?nap_since=2026-01-05&amp;nap_until=2026-01-11">' in html
+
+    # Only the links carry codes (the page's filter values); the words around them never do.
+    words = re.sub(r'href="[^"]*"|https?://\S+', "", text + html)
+    for code in CODES:
+        assert code not in words, code
+    (attachment,) = message.iter_attachments()
+    rows = csv_rows(attachment.get_payload(decode=True))
+    assert rows[0][2:5] == ["delivery_status", "failure_reason", "registration_number"]
+    assert {(r[2], r[3] or None) for r in rows[1:]} == set(outcomes)
+
+
+def test_without_the_page_address_there_are_no_links_and_a_bad_one_fails_before_sending(
+    warehouse_conn, s3_bucket, aws, smtp_server, examiners, monkeypatch
+):
+    insert_event(warehouse_conn, "n1", local(2026, 1, 6, 9, 0), "not_at_provider", None)
+    built = build_report(WEEK, bucket=s3_bucket)
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_DELIVERY_PAGE_URL", "javascript:alert(1)")
+    with pytest.raises(SettingError, match="mailtrace_delivery_page_url must be the page's http"):
+        email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+    assert smtp_server.messages == []
+
+    monkeypatch.delenv("AIRFLOW_VAR_MAILTRACE_DELIVERY_PAGE_URL")
+    email_report(bucket=s3_bucket, s3_key=built["s3_key"], run_id="r")
+    (message,) = smtp_server.messages
+    text = message.get_body(("plain",)).get_content()
+    assert "Send it again: 1 / 0 / +1" in text
+    assert "Delivery page" not in text
+    assert "<a href" not in message.get_body(("html",)).get_content()
 
 
 def test_bounce_reconciled_monday_after_the_report_is_listed_the_next_week(
@@ -564,9 +686,9 @@ def test_bounce_reconciled_monday_after_the_report_is_listed_the_next_week(
 
     first, second = (m.get_body(("plain",)).get_content() for m in smtp_server.messages)
     assert "sunday-notice@example.com" not in first
-    assert "Addresses newly flagged (1):" in second
-    assert "registration R-sunday-notice  sunday-notice@example.com  invalid_address" in second
-    assert "(failed email sent 2026-01-11 23:30)" in second
+    assert "ADDRESSES NEWLY FLAGGED (1)" in second
+    assert "Registration R-sunday-notice, sunday-notice@example.com: The address does not exist" in second
+    assert "(failed email sent 2026-01-11 23:30, flagged " in second
     # The windows tile: the second starts exactly where the first ended.
     (w02_until, w03_since) = warehouse_conn.execute(
         """SELECT (SELECT flags_until FROM mailtrace.report_manifest WHERE s3_key = %s),
@@ -593,7 +715,7 @@ def test_flag_committed_after_the_build_by_an_older_transaction_is_not_lost(
 
     first, second = (m.get_body(("plain",)).get_content() for m in smtp_server.messages)
     assert "slow@example.com" not in first
-    assert "registration R-slow  slow@example.com" in second
+    assert "Registration R-slow, slow@example.com" in second
 
 
 def test_rebuild_and_resend_list_the_same_newly_flagged(
@@ -647,7 +769,8 @@ def test_adhoc_report_lists_flags_set_within_its_period(
     email_report(bucket=s3_bucket, s3_key=period.s3_key, run_id="manual__adhoc", manual_run=True)
 
     text = smtp_server.messages[0].get_body(("plain",)).get_content()
-    assert "Addresses newly flagged (1): flags set 2026-01-06 00:00 to 2026-01-08 00:00" in text
+    assert "ADDRESSES NEWLY FLAGGED (1)" in text
+    assert "(flagged 2026-01-06 00:00 to 2026-01-08 00:00, still flagged now)" in text
     assert "inside@example.com" in text
     assert "after@example.com" not in text
 
@@ -746,9 +869,13 @@ def test_late_failure_is_mailed_once_as_a_correction_the_next_week(
     assert attachment.get_filename() == "failed-notifications-2026-W02.csv"
     assert attachment.get_payload(decode=True) == corrected_bytes
     text = correction.get_body(("plain",)).get_content()
-    assert "1 more failed notification: 2 now, 1 in the report you received." in text
+    assert "1 more failed email: 2 now, 1 in the report you received." in text
     assert "RENEWAL: 0 / 1" in text
-    assert "temporary_failure, mailbox_full: 0 / 1" in text
+    assert "Nothing to do now: check next week: 0 / 1" in text
+    assert (
+        "  - Not delivered, for a reason that may pass: the mailbox was full or the mail server busy: 0 / 1"
+        in text
+    )
     assert "NOC:" not in text  # unchanged counts are not repeated
     row = warehouse_conn.execute(
         "SELECT sent_kind, sent_row_count, sent_checksum = checksum_sha256, sent_run_id "
@@ -812,7 +939,8 @@ def test_large_correction_is_linked_and_fewer_failures_are_said_so(
     (link,) = re.findall(r"http://\S+", text)
     with urllib.request.urlopen(link) as response:  # noqa: S310 - loopback moto URL
         assert response.read() == s3_bytes(aws, s3_bucket, WEEK.s3_key)
-    assert "not_at_provider, -: 1 / 0" in text
+    assert "Send it again: 1 / 0" in text
+    assert "  - Our system recorded it as sent, but the email service never received it: 1 / 0" in text
 
 
 def test_correction_email_escapes_data_in_html():
@@ -826,7 +954,7 @@ def test_correction_email_escapes_data_in_html():
         "was": 3,
         "more": 0,
         "was_sent_at": "2026-01-12 06:01",
-        "by_type": [],
+        "by_type": [{"notification_type": payload, "was": 1, "now": 0}],
         "by_reason": [{"delivery_status": "complaint", "failure_reason": payload, "was": 1, "now": 0}],
         "delivery": "attachment",
         "filename": payload,
@@ -838,8 +966,11 @@ def test_correction_email_escapes_data_in_html():
     assert subject == "Corrected failed notifications 2026-W02: revised (3 failed)"
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
-    assert "Still 3 failed notifications, with revised statuses or details." in text
-    assert f"complaint, {payload}: 1 / 0" in text
+    assert "Still 3 failed emails, with revised outcomes or details." in text
+    assert f"{payload}: 1 / 0" in text  # the application's own notification type, as it is
+    # A reason outside the contract is not repeated (nor guessed): the reader is sent to the CSV.
+    assert "  - Delivered, then marked as spam by the person: for a reason this email cannot describe" in text
+    assert "Read the details before acting: 1 / 0" in text
 
 
 def test_migration_gives_existing_reports_a_window_and_what_was_sent(empty_database_dsn, tmp_path):

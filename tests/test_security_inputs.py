@@ -187,14 +187,13 @@ def test_report_email_escapes_every_data_field(payload):
             }
         ],
         "flagged_total": 1,
-        "flagged_omitted": 0,
         "delivery": "link",
         "row_count": 1,
         "filename": payload,
         "link": 'https://s3.example/x?a=1&b="><script>alert(1)</script>',
         "link_expires": "2026-01-15 06:00 PST",
         "s3_uri": "s3://bucket/key",
-        "subject_id_header": payload,
+        "delivery_page_url": 'https://page.example/d?x="><script>alert(2)</script>',
     }
     subject, text, html = report.render_email(context)
     assert "<img" not in html and "<script>" not in html and "<a href='javascript" not in html

@@ -375,6 +375,13 @@ def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
         warehouse_conn.execute(
             "INSERT INTO mailtrace.ses_dead_letter (message_id, body, error) VALUES ('m-1', '{', 'not JSON')"
         )
+        warehouse_conn.execute(
+            """INSERT INTO mailtrace.pipeline_warning
+                   (kind, subject, message, first_seen_at, last_seen_at, run_count)
+               VALUES ('missing_input_index', 'mailtrace.contact (updated_at)',
+                       'mailtrace.contact: no index serves look-ups by (updated_at)',
+                       '2026-11-30 08:00+00', now() - interval '5 minutes', 7)"""
+        )
     home = tmp_path / "airflow-home"
     add_dag_run(home, "mailtrace_notify_pipeline", "success", 5)
     add_dag_run(home, "mailtrace_ses_events", "failed", 3)
@@ -395,6 +402,12 @@ def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
         r'data-check="dead-letters"><span class="lvl lvl-red"[^>]*>failing</span><span>1 SES', text
     )
     assert re.search(r'data-check="receipts:gc_notify"><span class="lvl lvl-', text)
+    assert re.search(
+        r'data-check="warning:missing_input_index"><span class="lvl lvl-amber"[^>]*>warning</span>'
+        r"<span>mailtrace.contact: no index serves look-ups by \(updated_at\)"
+        r'<span class="muted"> · last seen \d+ min ago, by 7 run\(s\) since 2026-11-30 08:00 UTC</span>',
+        text,
+    )
     assert re.search(r'id="health-level"><span class="lvl lvl-red"', dom)
     assert "[object Object]" not in dom and "Could not load" not in dom
 

@@ -12,6 +12,7 @@ import pytest
 from eventlog import log_registration_send
 from fastapi.testclient import TestClient
 
+from mailtrace.flags import update_flags
 from mailtrace.ui import app as ui_app
 from mailtrace.ui.auth import Viewer, get_viewer
 
@@ -206,17 +207,46 @@ def test_deliverability_check_is_red_when_it_would_alert(warehouse_conn, dag_run
     assert checks["gc_notify"]["level"] == "idle"
 
 
-def test_a_missing_source_index_is_a_warning(warehouse_conn, dag_runs, client):
+def test_a_missing_source_index_the_runs_met_is_a_warning_until_it_is_built(warehouse_conn, dag_runs, client):
+    """The panel shows what the pipeline's runs recorded (mailtrace.pipeline_warning), not a check of its
+    own."""
     conn = warehouse_conn
     indexes = conn.execute(
-        """SELECT indexname FROM pg_indexes
+        """SELECT indexname, indexdef FROM pg_indexes
             WHERE schemaname = 'mailtrace' AND tablename = 'contact' AND indexdef LIKE '%%(updated_at)%%'"""
     ).fetchall()
+    conn.commit()
     assert indexes, "the test warehouse should index contact.updated_at"
     with conn.transaction():
-        for (name,) in indexes:
+        for name, _ in indexes:
             conn.execute(f'DROP INDEX mailtrace."{name}"')
-    warnings = client.get("/api/health").json()["warnings"]
-    assert warnings and {w["source"] for w in warnings} == {"contact"}
-    assert any("look-ups by (updated_at)" in w["message"] for w in warnings)
-    assert {w["level"] for w in warnings} == {"amber"}
+    assert client.get("/api/health").json()["warnings"] == []  # no run has met it yet
+
+    update_flags(conn)  # the flags run checks the contact relation's indexes
+    update_flags(conn)
+    health = client.get("/api/health").json()
+    (warning,) = health["warnings"]
+    assert (warning["kind"], warning["subject"]) == ("missing_input_index", "mailtrace.contact (updated_at)")
+    assert "look-ups by (updated_at)" in warning["message"]
+    assert warning["run_count"] == 2
+    assert warning["level"] == "amber"
+    assert 0 <= warning["last_seen_age_seconds"] <= 600
+    assert warning["first_seen_at"] < warning["last_seen_at"]
+
+    # A newer warning is listed first.
+    with conn.transaction():
+        conn.execute(
+            """INSERT INTO mailtrace.pipeline_warning (kind, subject, message, last_seen_at)
+               VALUES ('unmapped_notify_status', 'bounced-ish', 'GC Notify reported the status',
+                       now() + interval '1 minute')"""
+        )
+    assert [w["kind"] for w in client.get("/api/health").json()["warnings"]] == [
+        "unmapped_notify_status",
+        "missing_input_index",
+    ]
+
+    with conn.transaction():
+        for _, definition in indexes:
+            conn.execute(definition)
+    update_flags(conn)
+    assert [w["kind"] for w in client.get("/api/health").json()["warnings"]] == ["unmapped_notify_status"]

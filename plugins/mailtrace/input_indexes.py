@@ -17,6 +17,8 @@ from typing import Any
 
 import psycopg
 
+from mailtrace.pipeline_warnings import MISSING_INPUT_INDEX, record_check
+
 log = logging.getLogger(__name__)
 
 
@@ -116,17 +118,22 @@ def unindexed_tables(conn: psycopg.Connection, lookup: Lookup) -> list[str] | No
     )
 
 
-def missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...]) -> list[str]:
-    warnings = []
+def _subject(lookup: Lookup) -> str:
+    return f"{lookup.relation} {lookup.columns}"
+
+
+def _missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...]) -> dict[str, str]:
+    """The warning for each look-up no index serves, by subject (`mailtrace.contact (updated_at)`)."""
+    warnings = {}
     for lookup in lookups:
         tables = unindexed_tables(conn, lookup)
         if tables is None:
-            warnings.append(
+            warnings[_subject(lookup)] = (
                 f"{lookup.relation}: cannot tell whether an index serves look-ups by {lookup.columns} "
                 "(its plan reads no table, or it could not be planned); CONTRACT.md §1 asks for one"
             )
         elif tables:
-            warnings.append(
+            warnings[_subject(lookup)] = (
                 f"{lookup.relation}: no index serves look-ups by {lookup.columns} (the plan reads "
                 f"{', '.join(tables)} sequentially); CONTRACT.md §1 asks the application for one, "
                 "or runs read the whole relation"
@@ -134,9 +141,17 @@ def missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...]
     return warnings
 
 
+def missing_index_warnings(conn: psycopg.Connection, lookups: tuple[Lookup, ...]) -> list[str]:
+    """The warnings a run would log for these look-ups, without logging or recording them."""
+    return list(_missing_index_warnings(conn, lookups).values())
+
+
 def warn_missing_input_indexes(conn: psycopg.Connection, lookups: tuple[Lookup, ...]) -> list[str]:
-    """Log one warning per look-up the application's relation cannot serve by an index; return them."""
-    warnings = missing_index_warnings(conn, lookups)
-    for warning in warnings:
+    """Log one warning per look-up the application's relation cannot serve by an index, record them for
+    the health panel (and those now served as resolved), and return them. Call inside a transaction.
+    """
+    warnings = _missing_index_warnings(conn, lookups)
+    for warning in warnings.values():
         log.warning("%s", warning)
-    return warnings
+    record_check(conn, MISSING_INPUT_INDEX, warnings, checked=[_subject(lookup) for lookup in lookups])
+    return list(warnings.values())

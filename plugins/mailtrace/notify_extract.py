@@ -37,6 +37,7 @@ from mailtrace.intake import INDEXED_FIELD_MAX_BYTES, storable_reason, storable_
 from mailtrace.load import DEFAULT_CHUNK_ROWS, load_provider_events
 from mailtrace.locks import EXTRACT_LOCK_BASE
 from mailtrace.paths import read_sql
+from mailtrace.pipeline_warnings import UNMAPPED_NOTIFY_STATUS, record_check
 from mailtrace.providers.gc_notify import (
     PROVIDER,
     MalformedNotification,
@@ -166,8 +167,13 @@ class _ListWalk:
                 return
 
 
-def _report_unmapped(unmapped: Counter[str] | Iterable[ProviderEvent]) -> dict[str, int]:
-    """Count statuses mailtrace cannot map (stored raw, delivery_status NULL) and warn about them."""
+def _report_unmapped(
+    conn: psycopg.Connection, unmapped: Counter[str] | Iterable[ProviderEvent], *, whole_walk: bool
+) -> dict[str, int]:
+    """Count statuses mailtrace cannot map (stored raw, delivery_status NULL), warn about them and record
+    them for the health panel. `whole_walk`: the list walk saw every recent status, so a status it no
+    longer meets is resolved; a few look-ups prove nothing about the others.
+    """
     if not isinstance(unmapped, Counter):
         unmapped = Counter(e.raw_status for e in unmapped if e.delivery_status is None)
     if unmapped:
@@ -176,6 +182,16 @@ def _report_unmapped(unmapped: Counter[str] | Iterable[ProviderEvent]) -> dict[s
             "and left out of verdicts until mapped in mailtrace.providers.gc_notify",
             dict(unmapped),
         )
+    warnings = {
+        status: (
+            f"GC Notify reported the status {status!r} ({count} in the latest run), which mailtrace does not "
+            "map: stored raw with no delivery status and left out of verdicts until it is mapped in "
+            "mailtrace.providers.gc_notify"
+        )
+        for status, count in unmapped.items()
+    }
+    with conn.transaction():
+        record_check(conn, UNMAPPED_NOTIFY_STATUS, warnings, checked=None if whole_walk else [])
     return dict(unmapped)
 
 
@@ -269,7 +285,7 @@ def extract_list(
         "late_receipt_sweep": sweep,
         "watermark": new_watermark,
         "retries": client.retries,
-        "unmapped_statuses": _report_unmapped(walk.unmapped),
+        "unmapped_statuses": _report_unmapped(conn, walk.unmapped, whole_walk=True),
         "quarantined": quarantine.report("notify list extract"),
     }
     log.info("notify list extract: %s", result)
@@ -329,7 +345,7 @@ def lookup_open_events(
             read_sql("notify_record_lookups.sql"),
             {"event_ids": checked_ids, "found": found_flags, "checked_at": now},
         )
-    _report_unmapped(events)
+    _report_unmapped(conn, events, whole_walk=False)
     result = {
         "checked": len(checked_ids),
         "missing": found_flags.count(False),

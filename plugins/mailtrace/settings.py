@@ -80,6 +80,7 @@ _SETTINGS = (
     Setting("examiner_emails", list, None, "who receives the weekly report"),
     Setting("timezone", str, "America/Vancouver", "time zone of the weekly report's period"),
     Setting("subject_id_header", str, "registration_number", "header of the report CSV's subject id column"),
+    Setting("delivery_page_url", str, None, "the Delivery page's address, for links in the report emails"),
     Setting(
         "report_attach_max_bytes", int, 5 * 1024 * 1024, "attach the CSV up to this size, else link it", 1
     ),

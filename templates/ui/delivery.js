@@ -259,8 +259,10 @@
         " notification(s) with no email in the log (orphans)")),
     ];
     const warnings = h.warnings.length
-      ? h.warnings.map((w) => healthItem(w.level, "warning", w.message))
-      : [healthItem("green", "warning", "every source index the pipeline needs is there")];
+      ? h.warnings.map((w) => healthItem(w.level, "warning:" + w.kind, w.message,
+        el("span", { class: "muted", text: " · last seen " + age(w.last_seen_age_seconds) + ", by " + w.run_count +
+          " run(s) since " + when(w.first_seen_at) })))
+      : [healthItem("green", "warning", "no warnings from the pipeline's runs")];
     document.getElementById("health-level").replaceChildren(level(h.level));
     document.getElementById("health-checked").textContent = "checked " + when(h.checked_at);
     return el("div", { class: "health-grid", "data-level": h.level },

@@ -34,5 +34,5 @@ LATE_AFTER = timedelta(days=1)
 MAX_LINK_EXPIRY_HOURS = REGISTRY["report_link_expiry_hours"].maximum
 # Rows fetched from the server-side cursor per round trip: the most rows ever held in memory.
 FETCH_ROWS = 2_000
-# Newly flagged addresses listed in the email body; the rest are counted, not listed.
-FLAGGED_LISTED_MAX = 200
+# Newly flagged addresses listed in the email under each heading (what to do); the rest are counted.
+FLAGGED_LISTED_PER_GROUP = 10

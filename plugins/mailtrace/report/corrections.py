@@ -13,8 +13,10 @@ from mailtrace.report.deliver import (
     _jinja,
     _load_manifest,
     _send_and_record,
+    delivery_page_url,
     examiner_recipients,
 )
+from mailtrace.report.email_view import action_groups, period_link
 from mailtrace.report.periods import ReportPeriod, _period_from_manifest, _zone, resolve_period
 from mailtrace.settings import required_setting, setting
 from mailtrace.warehouse import apply_migrations, connect
@@ -95,7 +97,18 @@ def correction_subject(label: str, was: int | None, now: int) -> str:
 
 
 def render_correction(context: dict) -> tuple[str, str, str]:
-    """Subject, plain text and HTML of a correction email; HTML autoescaped."""
+    """Subject, plain text and HTML of a correction email; HTML autoescaped.
+
+    The changed counts by status and reason are shown in plain words grouped by what to do, as in the
+    report email; the Delivery page's address (`delivery_page_url`) is optional.
+    """
+    context = {"delivery_page_url": None, **context}
+    base_url = context.pop("delivery_page_url")
+    days = {"first_day": context["first_day"], "last_day": context["last_day"]}
+    context["period_link"] = period_link(base_url, **days)
+    context["action_groups"] = action_groups(
+        context.pop("by_reason"), counts=("was", "now"), base_url=base_url, **days
+    )
     env = _jinja()
     text = env.get_template("weekly_report_correction.txt.j2").render(context)
     html = env.get_template("weekly_report_correction.html.j2").render(context)
@@ -124,6 +137,7 @@ def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> 
             log.info("report %s is unchanged since it was emailed; no correction", s3_key)
             return {"sent": False, "s3_key": s3_key, "reason": "unchanged"}
         recipients = examiner_recipients()
+        page_url = delivery_page_url()
         period = _period_from_manifest(manifest)
         zone = _zone(period.timezone)
         was = manifest["sent_row_count"]
@@ -137,6 +151,7 @@ def email_correction(*, bucket: str, s3_key: str, run_id: str | None = None) -> 
             "by_reason": _count_changes(
                 manifest["sent_summary"], summary, "by_reason", ("delivery_status", "failure_reason")
             ),
+            "delivery_page_url": page_url,
         }
         _send_and_record(
             conn,

@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import psycopg
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
@@ -17,13 +18,12 @@ from mailtrace.addresses import address_problem
 from mailtrace.mailer import Attachment, RecipientsRefused, send_email
 from mailtrace.paths import TEMPLATES_DIR, read_sql
 from mailtrace.privacy import mask_email, mask_text
-from mailtrace.report.constants import (
-    LATE_AFTER,
-)
+from mailtrace.report.constants import FLAGGED_LISTED_PER_GROUP, LATE_AFTER
+from mailtrace.report.email_view import action_groups, flagged_groups, period_link
 from mailtrace.report.periods import ReportPeriod, _period_from_manifest, _zone
 from mailtrace.report.summary import _manifest_flags_window, newly_flagged
 from mailtrace.s3 import s3_hook
-from mailtrace.settings import setting
+from mailtrace.settings import SettingError, setting
 from mailtrace.warehouse import connect
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,47 @@ def _jinja() -> Environment:
     return env
 
 
+def delivery_page_url() -> str | None:
+    """Variable `mailtrace_delivery_page_url`: where the emails link to the Delivery page (None: no links)."""
+    url = setting("delivery_page_url")
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or "\n" in url or "\r" in url:
+        raise SettingError(
+            "Variable mailtrace_delivery_page_url must be the page's http(s) address, like "
+            f"https://airflow.example.gov/plugin/delivery, got {url[:60]!r}"
+        )
+    return url
+
+
 def render_email(context: dict) -> tuple[str, str, str]:
     """Subject, plain text and HTML of the report email; HTML autoescaped (the data is untrusted).
 
-    The newly-flagged window, the cleared count, each row's failed-email date and the late line are
-    optional.
+    The counts by status and reason and the newly flagged addresses are shown in plain words, grouped by
+    what to do (`mailtrace.report.email_view`); the codes stay in the CSV. The newly-flagged window and
+    reason totals, the cleared count, each row's failed-email date, the late line and the Delivery page's
+    address are optional.
     """
-    context = {"flags_since": "", "flags_until": "", "flagged_cleared": 0, "late_note": "", **context}
-    context["flagged"] = [{"failed_sent_at": "", **row} for row in context.get("flagged", [])]
+    context = {
+        "flags_since": "",
+        "flags_until": "",
+        "flagged_cleared": 0,
+        "flagged_reason_totals": None,
+        "late_note": "",
+        "delivery_page_url": None,
+        **context,
+    }
+    base_url = context.pop("delivery_page_url")
+    days = {"first_day": context["first_day"], "last_day": context["last_day"]}
+    context["period_link"] = period_link(base_url, **days)
+    context["action_groups"] = action_groups(context.pop("by_reason", []), base_url=base_url, **days)
+    context["flagged_groups"] = flagged_groups(
+        context.pop("flagged", []),
+        context.pop("flagged_reason_totals"),
+        per_group=FLAGGED_LISTED_PER_GROUP,
+        base_url=base_url,
+    )
     env = _jinja()
     text = env.get_template("weekly_report.txt.j2").render(context)
     html = env.get_template("weekly_report.html.j2").render(context)
@@ -215,12 +248,12 @@ def email_report(
             **_file_context(manifest, period),
             "period_kind": period.kind,
             "flagged": flagged.listed,
+            "flagged_reason_totals": flagged.reason_totals,
             "flagged_total": flagged.total,
-            "flagged_omitted": flagged.total - len(flagged.listed),
             "flagged_cleared": flagged.cleared,
             "flags_since": flags_since.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
             "flags_until": flags_until.astimezone(zone).strftime("%Y-%m-%d %H:%M"),
-            "subject_id_header": setting("subject_id_header"),
+            "delivery_page_url": delivery_page_url(),
             "late_note": late_note(manifest, period, now or datetime.now(UTC)),
         }
         _send_and_record(

@@ -10,7 +10,7 @@ import psycopg
 
 from mailtrace.events import FAILED_STATUSES
 from mailtrace.paths import read_sql
-from mailtrace.report.constants import FLAGGED_LISTED_MAX
+from mailtrace.report.constants import FLAGGED_LISTED_PER_GROUP
 from mailtrace.report.periods import ReportPeriod, _zone
 
 
@@ -63,6 +63,7 @@ class NewlyFlagged:
     """Flags set in a report's window: those still in effect (listed, up to a limit) and those cleared."""
 
     listed: list[dict]
+    reason_totals: dict[str, int]  # still flagged now, per failure reason ("" for none)
     total: int  # still flagged now
     cleared: int  # set in the window, cleared since (contact changed, a later email delivered)
 
@@ -72,12 +73,13 @@ def newly_flagged(
 ) -> NewlyFlagged:
     """Flags set (recorded) in [flags_since, flags_until) and still in effect, oldest first.
 
-    Lists at most FLAGGED_LISTED_MAX; `flagged_at` is when the flag was set, `failed_sent_at` when the
-    failed email that caused it was sent (it may be in an earlier week).
+    Lists at most FLAGGED_LISTED_PER_GROUP per failure reason (the email shows that many per heading,
+    and each heading gathers one or more reasons); `flagged_at` is when the flag was set, `failed_sent_at`
+    when the failed email that caused it was sent (it may be in an earlier week).
     """
     rows = conn.execute(
         read_sql("report/newly_flagged.sql"),
-        {"flags_since": flags_since, "flags_until": flags_until, "max_rows": FLAGGED_LISTED_MAX},
+        {"flags_since": flags_since, "flags_until": flags_until, "max_rows": FLAGGED_LISTED_PER_GROUP},
     ).fetchall()
     zone = _zone(timezone)
 
@@ -85,10 +87,12 @@ def newly_flagged(
         return instant.astimezone(zone).strftime("%Y-%m-%d %H:%M")
 
     listed = []
+    reason_totals: dict[str, int] = {}
     for row in rows:
-        subject_type, subject_id, email, failure_reason, happened_at, recorded_at = row[2:]
+        subject_type, subject_id, email, failure_reason, happened_at, recorded_at, reason_total = row[2:]
         if subject_type is None:
             continue  # nothing to list: the row carries the counts alone
+        reason_totals[failure_reason or ""] = reason_total
         listed.append(
             {
                 "subject_type": subject_type,
@@ -100,7 +104,7 @@ def newly_flagged(
             }
         )
     total, cleared = rows[0][:2]
-    return NewlyFlagged(listed, total, cleared)
+    return NewlyFlagged(listed, reason_totals, total, cleared)
 
 
 def flags_window(

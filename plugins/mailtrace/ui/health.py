@@ -12,7 +12,9 @@ defaults below (documented in the README's "Delivery page" section):
 * the deliverability check is red when it would alert now (same SQL and thresholds as the DAGs' check);
 * set-aside items (SES dead letters, quarantined Notify notifications) are amber when any exist, red when
   one arrived within `SET_ASIDE_RECENT`; orphans are amber when any exist;
-* each source index CONTRACT.md §1 asks for and the planner cannot use is amber.
+* each warning the pipeline's runs recorded and that still holds (`mailtrace.pipeline_warning`: a source
+  index CONTRACT.md §1 asks for that the planner cannot use, a Notify status mailtrace does not map) is
+  amber.
 
 DAG runs are read from Airflow's metadata database through its ORM (the api-server that mounts this app
 has it); Variables through Airflow's Variable model (environment, secrets backends, then the database).
@@ -234,14 +236,14 @@ def set_aside_health(conn: psycopg.Connection, now: datetime) -> dict[str, Any]:
     }
 
 
-def index_warnings(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """The source indexes CONTRACT.md §1 asks for that the planner cannot use, as the runs log them."""
-    from mailtrace.input_indexes import INPUT_LOOKUPS, missing_index_warnings
-
+def recorded_warnings(conn: psycopg.Connection, now: datetime) -> list[dict[str, Any]]:
+    """The warnings the pipeline's runs recorded and still hold (mailtrace.pipeline_warning), newest first:
+    a source index CONTRACT.md §1 asks for that the planner cannot use, a Notify status not mapped, ...
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(read_sql("ui/health_warnings.sql")).fetchall()
     return [
-        {"source": relation, "message": message, "level": "amber"}
-        for relation, lookups in INPUT_LOOKUPS.items()
-        for message in missing_index_warnings(conn, lookups)
+        {**row, "last_seen_age_seconds": _age(now, row["last_seen_at"]), "level": "amber"} for row in rows
     ]
 
 
@@ -256,7 +258,7 @@ def health(conn: psycopg.Connection, now: datetime | None = None) -> dict[str, A
     receipts = receipts_health(conn, now)
     deliverability = deliverability_health(now)
     set_aside = set_aside_health(conn, now)
-    warnings = index_warnings(conn)
+    warnings = recorded_warnings(conn, now)
     levels = [
         *(d["level"] for d in dags or []),
         "unknown" if dags_error else "green",
