@@ -17,10 +17,11 @@ saying what to fix.
   `mailtrace.own_notification_event` (mailtrace's own sends), so delivery is tracked like any notification.
   A refusal of the whole resend (Notify key revoked, template unknown; SES sender not verified, sandbox)
   fails it at once, without retries, saying why; fix the cause and clear it.
-* **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
-  `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or
-  re-triggering) is safe: Notify rows are looked up before sending (and after an ambiguous answer only
-  re-sent once the settle delay has passed).
+* **summarize** records the counts in `mailtrace.resend_run` and returns them as the Delivery page's resend
+  section shows them (rows per decision and reason; emails sent, failed, unresolved, unknown); it fails
+  while any email is unresolved or `unknown`, and when every email was refused. A failed chunk fails the
+  run; clearing it (or re-triggering) is safe: Notify rows are looked up before sending (and after an
+  ambiguous answer only re-sent once the settle delay has passed).
   An SES email whose send call may have gone through unrecorded is marked `unknown` and never re-sent
   on its own: check it, then trigger the ID with `force_resend` if it should be sent.
 
@@ -166,7 +167,7 @@ def mailtrace_resend():
         return send(_params(), run_id=_run_id(), chunk_index=chunk["chunk_index"])
 
     @task(trigger_rule="none_failed")
-    def summarize() -> dict[str, int]:
+    def summarize() -> dict:
         from mailtrace.resend import summarize_run
 
         return summarize_run(_params(), run_id=_run_id())
