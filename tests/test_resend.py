@@ -242,6 +242,41 @@ def test_every_validation_case_gets_a_decision_and_reason(env):
     assert env.posted() == {"delivered@example.gov": 1}
 
 
+def test_tax_return_uuids_are_read_in_any_case_and_sent_once(env):
+    """The tax service's tax return ids are UUIDs; a list may write them in upper case."""
+    stored = "3f2b8c1e-9a4d-4e6b-8f21-6c0d2e9b7a15"
+    env.contacts(
+        {stored: "filer@example.gov", "0189c3a2-7d5e-7b1f-9c44-2f6e8a1b3d90": "other.filer@example.gov"},
+        subject_type="tax_return",
+    )
+    upload = (
+        "tax_return_id\n"
+        f"{stored.upper()}\n"  # 2: the same UUID as stored, in upper case
+        f"{stored}\n"  # 3: a duplicate of line 2
+        "0189C3A2-7d5e-7B1F-9c44-2f6e8a1b3d90\n"  # 4: mixed case
+        "3f2b8c1e9a4d4e6b8f216c0d2e9b7a15\n"  # 5: no hyphens: not a tax return id
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n"  # 6: well formed, nobody has it
+    ).encode()
+    summary = env.run(env.params(upload, id_type="tax_return"), run_id="run-tax")
+    decided = {
+        row["line"]: (row["decision"], row["reason"], row["subject_id"]) for row in env.outcome("run-tax")
+    }
+    assert decided == {
+        "2": ("send", "ok", stored),
+        "3": ("skip", "duplicate", stored),
+        "4": ("send", "ok", "0189c3a2-7d5e-7b1f-9c44-2f6e8a1b3d90"),
+        "5": ("reject", "malformed_id", "3f2b8c1e9a4d4e6b8f216c0d2e9b7a15"),
+        "6": ("reject", "unknown_id", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
+    }
+    assert "not a tax return id as the tax service issues it" in env.outcome("run-tax")[3]["detail"]
+    assert env.posted() == {"filer@example.gov": 1, "other.filer@example.gov": 1}
+    assert summary["sent"] == 2
+    # The ledger keeps the application's spelling, so a later list in another case is already sent.
+    env.run(env.params([stored.upper()], id_type="tax_return"), run_id="run-tax-2")
+    assert [row["reason"] for row in env.outcome("run-tax-2")] == ["already_sent"]
+    assert env.posted() == {"filer@example.gov": 1, "other.filer@example.gov": 1}
+
+
 def test_nothing_valid_fails_clearly_after_writing_the_outcome(env):
     with pytest.raises(ResendError, match=r"nothing to send.*2 malformed_id"):
         plan_resend(env.params(["bad", "=1+1"]), run_id="run-bad")
@@ -767,7 +802,9 @@ def test_the_form_offers_what_the_checks_accept_and_takes_an_id_type_added_by_va
     assert "enum" not in id_type and id_type["examples"] == list(DEFAULT_ID_PATTERNS)
     assert re.search(id_type["pattern"], "permit") and not re.search(id_type["pattern"], "permit\n")
     assert dag.params.get_param("language").schema["enum"] == list(resend.LANGUAGES)
-    assert dag.params.get_param("chunk_size").schema["maximum"] == resend.MAX_CHUNK_SIZE
+    assert dag.params.get_param("chunk_size").schema["allOf"] == [
+        {"minimum": 1, "maximum": resend.MAX_CHUNK_SIZE}
+    ]
 
     mapping = {"incident_id": "INC-1", "id_type": "permit", "inline_ids": "PRM-1"}
     with pytest.raises(ResendInputError, match="id_type must be one of"):
