@@ -1084,7 +1084,7 @@ def airflow_metadata_db():
 @pytest.mark.parametrize(
     ("conf", "says"),
     [
-        ({}, "give exactly one of ids_s3_uri and inline_ids"),
+        ({}, "give exactly one of the ID list in S3 (ids_s3_uri) and the IDs typed in (inline_ids)"),
         ({"ids_s3_uri": "s3://elsewhere/reports/2026-W02.csv"}, "ids_s3_uri must be under s3://"),
     ],
 )
