@@ -137,7 +137,7 @@ def test_incidents_page_and_filter(seeded, as_viewer):
     one = client.get("/api/resend", params={"incident_id": resend_seed.INCIDENT}).json()
     assert [i["incident_id"] for i in one["incidents"]] == [resend_seed.INCIDENT]
     assert one["incidents"][0]["run_count"] == 2
-    refused = client.get("/api/resend", params={"incident_id": "INC 1\n"})
+    refused = client.get("/api/resend", params={"incident_id": "INC-1\n"})  # anchored at the very end
     assert refused.status_code == 422 and "incident_id" in json.dumps(refused.json())
 
 
