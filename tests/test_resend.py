@@ -780,7 +780,7 @@ def test_dag_parses_with_params_and_mapping():
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual only
     assert set(dag.task_ids) == {"validate_and_plan", "send_chunk", "summarize"}
     assert dag.params["dry_run"] is True
-    assert dag.params.get_param("incident_id").schema["pattern"] == resend.INCIDENT_ID_PATTERN
+    assert dag.params.get_param("incident_id").schema["allOf"] == [{"pattern": resend.INCIDENT_ID_PATTERN}]
     assert dag.default_args["owner"] and dag.default_args["retries"] >= 1
     assert dag.tags
     send = dag.get_task("send_chunk")
@@ -800,7 +800,8 @@ def test_the_form_offers_what_the_checks_accept_and_takes_an_id_type_added_by_va
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mailtrace_resend.py")).dags["mailtrace_resend"]
     id_type = dag.params.get_param("id_type").schema
     assert "enum" not in id_type and id_type["examples"] == list(DEFAULT_ID_PATTERNS)
-    assert re.search(id_type["pattern"], "permit") and not re.search(id_type["pattern"], "permit\n")
+    (rule,) = id_type["allOf"]
+    assert re.search(rule["pattern"], "permit") and not re.search(rule["pattern"], "permit\n")
     assert dag.params.get_param("language").schema["enum"] == list(resend.LANGUAGES)
     assert dag.params.get_param("chunk_size").schema["allOf"] == [
         {"minimum": 1, "maximum": resend.MAX_CHUNK_SIZE}

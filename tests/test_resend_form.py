@@ -34,6 +34,16 @@ def test_every_field_has_a_title_and_says_what_it_takes(form):
     assert "lower-case letters, digits and `_`" in form["id_type"].schema["description_md"]
 
 
+def test_a_refused_text_quotes_the_rule_not_the_whole_field(form):
+    with pytest.raises(ParamValidationError) as refused:
+        form["incident_id"].resolve("INC 2026")
+    assert str(refused.value).startswith("'INC 2026' does not match")
+    assert "description_md" not in str(refused.value) and "title" not in str(refused.value)
+    assert form["ids_s3_uri"].resolve("s3://bucket/resend-requests/INC-1/ids.csv")
+    with pytest.raises(ParamValidationError):
+        form["ids_s3_uri"].resolve("s3://bucket/ids.csv\n")
+
+
 def test_exactly_one_list_source_is_asked_for_in_both_fields(form):
     for name in ("ids_s3_uri", "inline_ids"):
         assert "Give exactly one of this and" in form[name].schema["description_md"]

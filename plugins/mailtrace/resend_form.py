@@ -8,10 +8,11 @@ run starts).
 
 Airflow checks the form against each field's JSON schema when the run is triggered and shows the schema
 library's message, so every field says in words what it takes, with examples, and the rules are written
-so that the message reads well ("5000 is greater than the maximum of 1000"). Number bounds sit inside
-`allOf`: Airflow's number field takes a top-level `minimum`/`maximum` as the input's limits and silently
-moves an out-of-range value to the nearest limit (0 became 1, 5000 became 1000) when the field loses
-focus; inside `allOf` they are checked on trigger and the value is refused instead.
+so that the message reads well ("5000 is greater than the maximum of 1000"). Rules sit inside `allOf`, so
+a refusal quotes the rule alone instead of the whole field. For numbers it matters more: Airflow's number
+field takes a top-level `minimum`/`maximum` as the input's limits and silently moves an out-of-range value
+to the nearest limit (0 became 1, 5000 became 1000) when the field loses focus; inside `allOf` they are
+checked on trigger and the value is refused instead.
 """
 
 from airflow.sdk import Param
@@ -53,6 +54,12 @@ NUMBER_BOUNDS = {
 LIMITS_SECTION = "Limits"
 
 
+def text_rule(pattern: str) -> dict:
+    """A text field's pattern, inside `allOf` too: a refusal then quotes only the pattern, not the whole
+    field (title and description) as the schema library does for a top-level keyword."""
+    return {"allOf": [{"pattern": pattern}]}
+
+
 def number_bounds(name: str) -> dict:
     """The field's bounds as the form checks them on trigger, refusing what is out of range (see above)."""
     least, most = NUMBER_BOUNDS[name]
@@ -76,7 +83,7 @@ def trigger_form() -> dict[str, Param]:
     return {
         "incident_id": Param(
             type="string",
-            pattern=INCIDENT_ID_PATTERN,
+            **text_rule(INCIDENT_ID_PATTERN),
             title="Incident ID",
             description_md=(
                 "The incident this resend is about, e.g. `INC-2026-014` or `2026-11-outage`. Letters, "
@@ -88,7 +95,7 @@ def trigger_form() -> dict[str, Param]:
         "ids_s3_uri": Param(
             None,
             type=["null", "string"],
-            pattern=S3_URI_PATTERN,
+            **text_rule(S3_URI_PATTERN),
             title="ID list in S3",
             description_md=(
                 "**Give exactly one of this and *IDs typed in*.** The `s3://` address of the uploaded list, "
@@ -116,7 +123,7 @@ def trigger_form() -> dict[str, Param]:
             # Suggestions, not a closed list: a type added through Variable mailtrace_resend_id_patterns
             # is typed in, and checked against the patterns when the run starts.
             examples=list(BUILT_IN_ID_TYPES),
-            pattern=ID_TYPE_PATTERN,
+            **text_rule(ID_TYPE_PATTERN),
             title="ID type",
             description_md=(
                 "What kind of ID the list holds:\n\n"
