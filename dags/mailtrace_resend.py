@@ -18,10 +18,11 @@ bucket's upload events reach queue `mailtrace_resend_drop_queue_url`, the upload
   `mailtrace.own_notification_event` (mailtrace's own sends), so delivery is tracked like any notification.
   A refusal of the whole resend (Notify key revoked, template unknown; SES sender not verified, sandbox)
   fails it at once, without retries, saying why; fix the cause and clear it.
-* **summarize** records the counts in `mailtrace.resend_run`; it fails while any email is unresolved or
-  `unknown`, and when every email was refused. A failed chunk fails the run; clearing it (or
-  re-triggering) is safe: Notify rows are looked up before sending (and after an ambiguous answer only
-  re-sent once the settle delay has passed).
+* **summarize** records the counts in `mailtrace.resend_run` and returns them as the Delivery page's resend
+  section shows them (rows per decision and reason; emails sent, failed, unresolved, unknown); it fails
+  while any email is unresolved or `unknown`, and when every email was refused. A failed chunk fails the
+  run; clearing it (or re-triggering) is safe: Notify rows are looked up before sending (and after an
+  ambiguous answer only re-sent once the settle delay has passed).
   An SES email whose send call may have gone through unrecorded is marked `unknown` and never re-sent
   on its own: check it, then trigger the ID with `force_resend` if it should be sent.
 
@@ -33,20 +34,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from mailtrace.dag_defaults import DEFAULT_ARGS, START_DATE
-from mailtrace.resend_form import (
-    BUILT_IN_ID_TYPES,
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_MAX_RECIPIENTS,
-    DEFAULT_RATE_PER_MINUTE,
-    ID_TYPE_PATTERN,
-    INCIDENT_ID_PATTERN,
-    LANGUAGES,
-    MAX_CHUNK_SIZE,
-    NOTIFICATION_TYPES,
-)
+from mailtrace.resend_form import trigger_form
 
 # Parallel chunks share one rate (mailtrace.send_pacer), so more of them only hide one slow chunk.
 MAX_PARALLEL_CHUNKS = 4
@@ -75,83 +66,7 @@ def _run_id() -> str:
     default_args=DEFAULT_ARGS,
     tags=["mailtrace", "resend", "manual"],
     doc_md=__doc__,
-    params={
-        "incident_id": Param(
-            type="string",
-            pattern=INCIDENT_ID_PATTERN,
-            title="Incident ID",
-            description="The incident this resend is about, e.g. INC-2026-014 (one email per ID).",
-        ),
-        "ids_s3_uri": Param(
-            None,
-            type=["null", "string"],
-            pattern=r"^s3://[^/\s]+/[^\r\n]+(?![\s\S])",
-            title="ID list (S3 URI)",
-            description="s3:// URI of the uploaded CSV (UTF-8, one ID column, header optional), under "
-            "s3://<report bucket>/resend-requests/<incident_id>/ (Variable mailtrace_resend_ids_prefix).",
-        ),
-        "inline_ids": Param(
-            None,
-            type=["null", "string"],
-            title="Inline IDs",
-            description="Instead of a file: IDs separated by commas, spaces or new lines.",
-        ),
-        "id_type": Param(
-            BUILT_IN_ID_TYPES[0],
-            type="string",
-            # Suggestions, not a closed list: a type added through Variable mailtrace_resend_id_patterns
-            # is typed in, and checked against the patterns when the run starts.
-            examples=list(BUILT_IN_ID_TYPES),
-            pattern=ID_TYPE_PATTERN,
-            title="ID type",
-            description="What the IDs are (the subject_type in mailtrace.contact): "
-            + ", ".join(BUILT_IN_ID_TYPES)
-            + ", or a type added through Variable mailtrace_resend_id_patterns.",
-        ),
-        "template": Param(
-            "error_resolved",
-            type="string",
-            enum=list(NOTIFICATION_TYPES),
-            title="Email",
-            description="error_resolved: the problem is fixed, please resubmit. "
-            "submission_error: your submission failed.",
-        ),
-        "language": Param(LANGUAGES[0], type="string", enum=list(LANGUAGES), title="Language"),
-        "dry_run": Param(
-            True,
-            type="boolean",
-            title="Dry run",
-            description="Validate and write the outcome CSV without sending anything.",
-        ),
-        "force_resend": Param(
-            False,
-            type="boolean",
-            title="Force resend",
-            description="Send again to IDs already emailed for this incident (a deliberate second email).",
-        ),
-        "max_recipients": Param(
-            DEFAULT_MAX_RECIPIENTS,
-            type="integer",
-            minimum=1,
-            title="Max recipients",
-            description="Guard: the run fails without sending if more people would receive mail.",
-        ),
-        "rate_per_minute": Param(
-            DEFAULT_RATE_PER_MINUTE,
-            type="integer",
-            minimum=1,
-            title="Rate per minute",
-            description="Overall sending rate; keep it under the Notify API key's limit (1,000/min).",
-        ),
-        "chunk_size": Param(
-            DEFAULT_CHUNK_SIZE,
-            type="integer",
-            minimum=1,
-            maximum=MAX_CHUNK_SIZE,
-            title="Chunk size",
-            description="Emails per send_chunk task.",
-        ),
-    },
+    params=trigger_form(),
 )
 def mailtrace_resend():
     @task
@@ -167,7 +82,7 @@ def mailtrace_resend():
         return send(_params(), run_id=_run_id(), chunk_index=chunk["chunk_index"])
 
     @task(trigger_rule="none_failed")
-    def summarize() -> dict[str, int]:
+    def summarize() -> dict:
         from mailtrace.resend import summarize_run
 
         return summarize_run(_params(), run_id=_run_id())

@@ -38,9 +38,15 @@ from mailtrace.resend import (
     send_chunk,
     summarize_run,
 )
+from mailtrace.resend.counts import run_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INCIDENT = "INC-2026-014"
+
+
+def ledger_counts(summary: dict) -> dict[str, int]:
+    """The ledger statuses of a run's summary (it also counts rows per decision and reason)."""
+    return {status: summary[status] for status in ("sent", "failed", "claimed")}
 
 
 class Killed(BaseException):
@@ -145,7 +151,9 @@ def test_dry_run_sends_nothing_and_writes_the_outcome_csv(env):
     assert head["ServerSideEncryption"] == "AES256"
     audit = env.conn.execute("SELECT dry_run, planned, outcome_uri FROM mailtrace.resend_run").fetchone()
     assert audit == (True, 3, f"s3://{env.bucket}/resend-outcomes/{INCIDENT}/dry-1.csv")
-    assert summarize_run(params, run_id="dry-1") == {"sent": 0, "failed": 0, "claimed": 0}
+    summary = summarize_run(params, run_id="dry-1")
+    assert ledger_counts(summary) == {"sent": 0, "failed": 0, "claimed": 0}
+    assert summary["decisions"]["would_send"] == 3 and summary["reasons"] == {"would_send": {"dry_run": 3}}
 
 
 def _flag_address(conn, subject_id: str, email: str) -> None:
@@ -200,7 +208,7 @@ def test_every_validation_case_gets_a_decision_and_reason(env):
         "STR-000007\r\n"  # 11 header injection attempt in the address
         "STR-000009\r\n"  # 12 a tax_return, not a registration
     ).encode()
-    env.run(env.params(upload), run_id="run-1")
+    summary = env.run(env.params(upload), run_id="run-1")
     decided = {row["line"]: (row["decision"], row["reason"]) for row in env.outcome("run-1")}
     assert decided == {
         "2": ("send", "ok"),
@@ -214,10 +222,59 @@ def test_every_validation_case_gets_a_decision_and_reason(env):
         "11": ("reject", "invalid_address"),
         "12": ("reject", "unknown_id"),
     }
+    # The summary counts the outcome CSV's rows by decision and reason, and the ledger's emails.
+    assert summary["decisions"] == {"send": 1, "would_send": 0, "skip": 1, "reject": 8, "unknown": 0}
+    assert summary["reasons"] == {
+        "reject": {
+            "invalid_address": 2,
+            "malformed_id": 2,
+            "unknown_id": 2,
+            "flagged_address": 1,
+            "no_contact_email": 1,
+        },
+        "send": {"ok": 1},
+        "skip": {"duplicate": 1},
+    }
+    assert (summary["sent"], summary["failed"], summary["claimed"], summary["unknown"]) == (1, 0, 0, 0)
     formula_row = next(row for row in env.outcome("run-1") if row["line"] == "6")
     assert formula_row["input_value"] == "'=cmd|' /C calc'!A0"
     assert formula_row["subject_id"] == "'=cmd|' /C calc'!A0"
     assert env.posted() == {"delivered@example.gov": 1}
+
+
+def test_tax_return_uuids_are_read_in_any_case_and_sent_once(env):
+    """The tax service's tax return ids are UUIDs; a list may write them in upper case."""
+    stored = "3f2b8c1e-9a4d-4e6b-8f21-6c0d2e9b7a15"
+    env.contacts(
+        {stored: "filer@example.gov", "0189c3a2-7d5e-7b1f-9c44-2f6e8a1b3d90": "other.filer@example.gov"},
+        subject_type="tax_return",
+    )
+    upload = (
+        "tax_return_id\n"
+        f"{stored.upper()}\n"  # 2: the same UUID as stored, in upper case
+        f"{stored}\n"  # 3: a duplicate of line 2
+        "0189C3A2-7d5e-7B1F-9c44-2f6e8a1b3d90\n"  # 4: mixed case
+        "3f2b8c1e9a4d4e6b8f216c0d2e9b7a15\n"  # 5: no hyphens: not a tax return id
+        "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n"  # 6: well formed, nobody has it
+    ).encode()
+    summary = env.run(env.params(upload, id_type="tax_return"), run_id="run-tax")
+    decided = {
+        row["line"]: (row["decision"], row["reason"], row["subject_id"]) for row in env.outcome("run-tax")
+    }
+    assert decided == {
+        "2": ("send", "ok", stored),
+        "3": ("skip", "duplicate", stored),
+        "4": ("send", "ok", "0189c3a2-7d5e-7b1f-9c44-2f6e8a1b3d90"),
+        "5": ("reject", "malformed_id", "3f2b8c1e9a4d4e6b8f216c0d2e9b7a15"),
+        "6": ("reject", "unknown_id", "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"),
+    }
+    assert "not a tax return id as the tax service issues it" in env.outcome("run-tax")[3]["detail"]
+    assert env.posted() == {"filer@example.gov": 1, "other.filer@example.gov": 1}
+    assert summary["sent"] == 2
+    # The ledger keeps the application's spelling, so a later list in another case is already sent.
+    env.run(env.params([stored.upper()], id_type="tax_return"), run_id="run-tax-2")
+    assert [row["reason"] for row in env.outcome("run-tax-2")] == ["already_sent"]
+    assert env.posted() == {"filer@example.gov": 1, "other.filer@example.gov": 1}
 
 
 def test_nothing_valid_fails_clearly_after_writing_the_outcome(env):
@@ -333,7 +390,7 @@ def test_unreadable_rows_are_set_aside_in_the_outcome_and_the_rest_sent(env, cap
 def test_send_records_event_for_the_delivery_pipeline(env):
     env.contacts(addresses(3))
     summary = env.run(env.params(list(addresses(3)), chunk_size=2))
-    assert summary == {"sent": 3, "failed": 0, "claimed": 0}
+    assert ledger_counts(summary) == {"sent": 3, "failed": 0, "claimed": 0}
     sent = {body["reference"]: body for body in env.sim.sent_requests()}
     events = env.events()
     assert len(events) == 3
@@ -434,7 +491,7 @@ def test_kill_between_send_and_record_then_retry_sends_once(env, monkeypatch):
     counts = send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
     assert counts == {"recovered": 1, "sent": 1}
     assert env.posted() == Counter({address: 1 for address in addresses(3).values()})
-    assert summarize_run(params, run_id="run-1") == {"sent": 3, "failed": 0, "claimed": 0}
+    assert ledger_counts(summarize_run(params, run_id="run-1")) == {"sent": 3, "failed": 0, "claimed": 0}
     assert len(env.events()) == 3
 
 
@@ -503,7 +560,7 @@ def test_ambiguous_500_not_accepted_is_looked_up_then_sent_once(env):
     # After the settle delay a lookup that still misses means Notify never took it: send it.
     env.settle_passed()
     assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {"sent": 1}
-    assert summarize_run(params, run_id="run-1") == {"sent": 1, "failed": 0, "claimed": 0}
+    assert ledger_counts(summarize_run(params, run_id="run-1")) == {"sent": 1, "failed": 0, "claimed": 0}
     assert env.posted() == {"delivered+1@example.gov": 1}
     assert env.ledger() == [("STR-000001", 0, "sent", 2)]
 
@@ -537,7 +594,7 @@ def test_ambiguous_502_stored_asynchronously_by_notify_gives_exactly_one_email(e
     assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {"recovered": 1}
     env.settle_passed()  # and nothing happens later either
     assert send_chunk(params, run_id="run-1", chunk_index=0, client=env.client()) == {}
-    assert summarize_run(params, run_id="run-1") == {"sent": 1, "failed": 0, "claimed": 0}
+    assert ledger_counts(summarize_run(params, run_id="run-1")) == {"sent": 1, "failed": 0, "claimed": 0}
 
     assert env.sim.sent_requests() == []  # no second POST was ever accepted
     at_notify = env.client().find_by_reference(reference)
@@ -550,7 +607,7 @@ def test_ambiguous_broken_answer_after_acceptance_is_recovered_without_resending
     env.contacts(addresses(2))
     env.sim.add_fault("truncated_json", path_prefix="/v2/notifications/email")
     summary = env.run(env.params(list(addresses(2))), run_id="run-1")
-    assert summary == {"sent": 2, "failed": 0, "claimed": 0}
+    assert ledger_counts(summary) == {"sent": 2, "failed": 0, "claimed": 0}
     assert env.posted() == Counter({address: 1 for address in addresses(2).values()})
     providers = {row[4] for row in env.events()}
     assert providers == {body["id"] for body in env.sim.sent_requests()}
@@ -580,7 +637,7 @@ def test_refusal_of_one_email_is_a_row_outcome_and_the_others_still_go(env):
     env.contacts(addresses(2))
     env.sim.add_fault("status", status=400, count=1, path_prefix="/v2/notifications/email")
     summary = env.run(env.params(list(addresses(2))), run_id="run-1")
-    assert summary == {"sent": 1, "failed": 1, "claimed": 0}
+    assert ledger_counts(summary) == {"sent": 1, "failed": 1, "claimed": 0}
     assert sum(env.posted().values()) == 1
 
 
@@ -624,7 +681,7 @@ def test_revoked_notify_key_fails_the_chunk_at_once_then_sends_once_fixed(env):
         send_chunk(params, run_id="run-1", chunk_index=0, client=revoked)
     # Key fixed, the failed task cleared: every email goes, once.
     send_chunk(params, run_id="run-1", chunk_index=0, client=env.client())
-    assert summarize_run(params, run_id="run-1") == {"sent": 3, "failed": 0, "claimed": 0}
+    assert ledger_counts(summarize_run(params, run_id="run-1")) == {"sent": 3, "failed": 0, "claimed": 0}
     assert env.posted() == Counter(addresses(3).values())
 
 
@@ -642,7 +699,7 @@ def test_429s_are_retried_without_duplicates(env):
     env.contacts(addresses(5))
     env.sim.add_fault("status", status=429, count=4, retry_after=0, path_prefix="/v2/notifications/email")
     summary = env.run(env.params(list(addresses(5))), run_id="run-1")
-    assert summary == {"sent": 5, "failed": 0, "claimed": 0}
+    assert ledger_counts(summary) == {"sent": 5, "failed": 0, "claimed": 0}
     assert env.posted() == Counter({address: 1 for address in addresses(5).values()})
     assert env.sim.stats()["rate_limited"] == 4
 
@@ -723,7 +780,7 @@ def test_dag_parses_with_params_and_mapping():
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual only
     assert set(dag.task_ids) == {"validate_and_plan", "send_chunk", "summarize"}
     assert dag.params["dry_run"] is True
-    assert dag.params.get_param("incident_id").schema["pattern"] == resend.INCIDENT_ID_PATTERN
+    assert dag.params.get_param("incident_id").schema["allOf"] == [{"pattern": resend.INCIDENT_ID_PATTERN}]
     assert dag.default_args["owner"] and dag.default_args["retries"] >= 1
     assert dag.tags
     send = dag.get_task("send_chunk")
@@ -743,9 +800,12 @@ def test_the_form_offers_what_the_checks_accept_and_takes_an_id_type_added_by_va
     dag = DagBag(dag_folder=str(REPO_ROOT / "dags" / "mailtrace_resend.py")).dags["mailtrace_resend"]
     id_type = dag.params.get_param("id_type").schema
     assert "enum" not in id_type and id_type["examples"] == list(DEFAULT_ID_PATTERNS)
-    assert re.search(id_type["pattern"], "permit") and not re.search(id_type["pattern"], "permit\n")
+    (rule,) = id_type["allOf"]
+    assert re.search(rule["pattern"], "permit") and not re.search(rule["pattern"], "permit\n")
     assert dag.params.get_param("language").schema["enum"] == list(resend.LANGUAGES)
-    assert dag.params.get_param("chunk_size").schema["maximum"] == resend.MAX_CHUNK_SIZE
+    assert dag.params.get_param("chunk_size").schema["allOf"] == [
+        {"minimum": 1, "maximum": resend.MAX_CHUNK_SIZE}
+    ]
 
     mapping = {"incident_id": "INC-1", "id_type": "permit", "inline_ids": "PRM-1"}
     with pytest.raises(ResendInputError, match="id_type must be one of"):
@@ -788,7 +848,7 @@ def ses(env, aws, monkeypatch):
 def test_ses_sends_text_and_html_once_and_records_the_message_id(env, ses):
     env.contacts(addresses(2))
     summary = env.run(env.params(list(addresses(2)), language="fr"), run_id="run-1")
-    assert summary == {"sent": 2, "failed": 0, "claimed": 0}
+    assert ledger_counts(summary) == {"sent": 2, "failed": 0, "claimed": 0}
     assert ses.sent_to() == Counter(addresses(2).values())
     assert env.sim.sent_requests() == []  # nothing went through Notify
 
@@ -843,6 +903,10 @@ def test_ses_kill_between_send_and_record_is_unknown_and_never_resent(env, ses, 
     assert audit == (1, 1, 0)
     decided = {row["subject_id"]: (row["decision"], row["reason"]) for row in env.outcome("run-1")}
     assert decided == {"STR-000001": ("unknown", "send_unknown"), "STR-000002": ("send", "ok")}
+    # The run's counts follow the rewritten CSV: one send is now unknown.
+    counts = run_counts(env.conn, ["run-1"])["run-1"]
+    assert counts["reasons"] == {"send": {"ok": 1}, "unknown": {"send_unknown": 1}}
+    assert (counts["sent"], counts["unknown"], counts["claimed"]) == (1, 1, 0)
 
     # A re-trigger leaves it to a human; force_resend is the human's deliberate second email.
     env.run(params, run_id="run-2")
@@ -1021,7 +1085,7 @@ def airflow_metadata_db():
 @pytest.mark.parametrize(
     ("conf", "says"),
     [
-        ({}, "give exactly one of ids_s3_uri and inline_ids"),
+        ({}, "give exactly one of the ID list in S3 (ids_s3_uri) and the IDs typed in (inline_ids)"),
         ({"ids_s3_uri": "s3://elsewhere/reports/2026-W02.csv"}, "ids_s3_uri must be under s3://"),
     ],
 )

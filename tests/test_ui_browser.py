@@ -238,6 +238,66 @@ def run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.Complet
     )
 
 
+def element_screenshot(chromium: str, profile: Path, url: str, selector: str, target: Path) -> None:
+    """Save a PNG of one element of the loaded page, wherever it is on the page.
+
+    Chromium's `--screenshot` only captures the top of the page, so this drives Chromium through the
+    DevTools protocol: load the page, wait until it has drawn everything (`data-loaded` on <body>),
+    then capture the element's box.
+    """
+    import base64
+
+    from websockets.sync.client import connect
+
+    process = subprocess.Popen(
+        [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+         "--window-size=1280,900", "--hide-scrollbars", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        port_file = profile / "DevToolsActivePort"
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().count("\n") >= 1):
+            assert time.monotonic() < deadline, "Chromium did not open its DevTools port"
+            time.sleep(0.2)
+        port = port_file.read_text().splitlines()[0]
+        _, targets = get(f"http://127.0.0.1:{port}", "/json/list")
+        page_ws = next(t["webSocketDebuggerUrl"] for t in json.loads(targets) if t["type"] == "page")
+        with connect(page_ws, max_size=None) as ws:
+            calls = iter(range(1, 1_000_000))
+
+            def call(method: str, **params):
+                call_id = next(calls)
+                ws.send(json.dumps({"id": call_id, "method": method, "params": params}))
+                while True:
+                    message = json.loads(ws.recv(timeout=60))
+                    if message.get("id") == call_id:
+                        assert "error" not in message, message
+                        return message["result"]
+
+            def evaluate(expression: str):
+                answer = call("Runtime.evaluate", expression=expression, returnByValue=True)
+                return answer["result"].get("value")
+
+            call("Page.navigate", url=url)
+            while evaluate("document.body && document.body.dataset.loaded") != "true":
+                assert time.monotonic() < deadline + 60, "the page never finished loading"
+                time.sleep(0.2)
+            box = evaluate(
+                f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
+                " return {x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}; })()"
+            )
+            shot = call(
+                "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip={**box, "scale": 1}
+            )
+        target.write_bytes(base64.b64decode(shot["data"]))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehouse_conn, api_server, tmp_path):
     populate(warehouse_conn)
 
@@ -569,3 +629,62 @@ def test_search_by_address_and_export_a_filtered_list(chromium, warehouse_conn, 
         page,
     )
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resend_section_shows_each_runs_decisions_and_emails(
+    chromium, warehouse_conn, notify_sim, s3_bucket, aws, monkeypatch, api_server, tmp_path
+):
+    import resend_seed
+
+    resend_seed.configure(monkeypatch, s3_bucket)
+    resend_seed.seed(warehouse_conn, aws.client("s3"), s3_bucket)
+    page = f"{api_server}/mailtrace/?resend_incident={resend_seed.INCIDENT}"
+    dumped = run_chromium(
+        chromium,
+        tmp_path / "profile-resend",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,900",
+        "--dump-dom",
+        page,
+    )
+    dom = dumped.stdout
+    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    assert "Could not load" not in dom and "[object Object]" not in dom
+    section = re.search(r'<section id="resend">.*?</section>', dom, re.S).group(0)
+    # The URL named one incident: only its runs, the real run above the dry run.
+    assert re.search(r'id="resend-count">\(1–1 of 1 incident\(s\)\)<', section)
+    assert f'data-incident="{resend_seed.OLDER_INCIDENT}"' not in section
+    real, dry = re.findall(r"<tr>.*?</tr>", section.split("<tbody>", 1)[1], re.S)
+    assert resend_seed.REAL_RUN_ID in real and resend_seed.DRY_RUN_ID in dry
+    assert ">real run<" in real and ">dry run<" in dry
+    assert 'data-decision="send" data-count="3">send 3<' in real
+    assert 'data-decision="skip" data-count="1">skip 1<' in real
+    assert 'data-decision="reject" data-count="3">reject 3<' in real
+    assert 'data-ledger="sent" data-count="3">sent 3<' in real
+    assert 'data-decision="would_send" data-count="3">would send 3<' in dry
+    assert "dry run: nothing sent" in dry
+    for reason in ("malformed_id", "unknown_id", "no_contact_email", "duplicate"):
+        assert f'data-reason="{reason}"' in real and f'data-reason="{reason}"' in dry
+    download = r'<a class="outcome-download" href="/mailtrace/api/resend/outcome\?run_id=manual__'
+    assert re.search(download, real)
+    assert f"/resend-requests/{resend_seed.INCIDENT}/ids.csv" in real
+    assert 'data-overflowing-tables="0"' in dom
+
+    # Without the filter every incident is listed, newest first; the S3 drop's dry run like any other.
+    every = page.split("?")[0]
+    dumped = run_chromium(
+        chromium, tmp_path / "profile-resend-all", "--virtual-time-budget=10000", "--dump-dom", every
+    )
+    section = re.search(r'<section id="resend">.*?</section>', dumped.stdout, re.S).group(0)
+    assert section.index(f'data-incident="{resend_seed.INCIDENT}"') < section.index(
+        f'data-incident="{resend_seed.OLDER_INCIDENT}"'
+    )
+    assert "started by an S3 drop" in section
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    screenshot = ARTIFACTS / "delivery-resend.png"
+    screenshot.unlink(missing_ok=True)
+    element_screenshot(chromium, tmp_path / "profile-resend-shot", page, "#resend", screenshot)
+    png = screenshot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert int.from_bytes(png[16:20], "big") > 1000  # IHDR width: the section, not an empty clip

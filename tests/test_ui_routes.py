@@ -317,6 +317,8 @@ ROUTES = [
     "/api/reports",
     "/api/reports/1/download",
     "/api/timeline?subject_id=STR-000001",
+    "/api/resend",
+    "/api/resend/outcome?run_id=manual__1",
 ]
 
 

@@ -19,13 +19,40 @@ from mailtrace.csv_cells import neutralise_cell
 
 # What a subject ID looks like, per id_type (= the subject_type of mailtrace.contact). Overridable per
 # deployment with the Variable `mailtrace_resend_id_patterns` (a JSON object of the same shape).
-#   registration: "STR-" and six digits, e.g. STR-004211
-#   application:  "APP-" and eight digits, e.g. APP-20260017
-#   tax_return:   "TR-", the four-digit tax year, "-", seven digits, e.g. TR-2025-0001234
+_UUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
 DEFAULT_ID_PATTERNS = {
     "registration": r"\ASTR-\d{6}\Z",
     "application": r"\AAPP-\d{8}\Z",
-    "tax_return": r"\ATR-\d{4}-\d{7}\Z",
+    # The tax service issues its tax return ids as UUIDs (written in either letter case); the older
+    # "TR-<tax year>-<seven digits>" numbers are still accepted.
+    "tax_return": rf"\A(?:{_UUID}|TR-\d{{4}}-\d{{7}})\Z",
+}
+_UUID_SHAPE = re.compile(_UUID)
+
+
+def id_key(subject_id: str) -> str:
+    """How two IDs compare: a UUID in either letter case is the same UUID (RFC 9562 reads them
+    case-insensitively); any other ID exactly as written."""
+    return subject_id.lower() if _UUID_SHAPE.fullmatch(subject_id) else subject_id
+
+
+def id_spellings(subject_id: str) -> list[str]:
+    """The spellings to look an ID up by: as written, and a UUID also in lower and upper case."""
+    if not _UUID_SHAPE.fullmatch(subject_id):
+        return [subject_id]
+    return list(dict.fromkeys([subject_id, subject_id.lower(), subject_id.upper()]))
+
+
+# Each built-in ID type in plain words, with examples (the trigger form shows them; tests check that every
+# example matches its pattern).
+ID_TYPE_DESCRIPTIONS = {
+    "registration": ("a registration number: STR- and 6 digits", ["STR-004211"]),
+    "application": ("an application number: APP- and 8 digits", ["APP-20260017"]),
+    "tax_return": (
+        "a tax return id as the tax service issues it: a UUID, in either letter case (the older "
+        "TR-<tax year>-<7 digits> numbers are accepted too)",
+        ["3f2b8c1e-9a4d-4e6b-8f21-6c0d2e9b7a15", "3F2B8C1E-9A4D-4E6B-8F21-6C0D2E9B7A15", "TR-2025-0001234"],
+    ),
 }
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_MAX_ROWS = 100_000

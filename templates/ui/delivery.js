@@ -167,7 +167,7 @@
     flagged_reason: "flagged-reason", flagged_since: "flagged-since", flagged_until: "flagged-until",
     nap_type: "nap-type", nap_provider: "nap-provider", nap_since: "nap-since", nap_until: "nap-until",
     pending_type: "pending-type", pending_provider: "pending-provider", pending_status: "pending-status",
-    pending_since: "pending-since",
+    pending_since: "pending-since", resend_incident: "resend-incident",
   };
   const state = new URLSearchParams(window.location.search);
 
@@ -609,6 +609,84 @@
     }, (error) => failed("reports-table", error));
   }
 
+  // ---------------------------------------------------------------- resends
+
+  const DECISION_WORDS = { send: "send", would_send: "would send", skip: "skip", reject: "reject", unknown: "unknown" };
+  const LEDGER_WORDS = { sent: "sent", failed: "refused", claimed: "unresolved", unknown: "unknown" };
+  const STARTED_WORDS = { manual: "triggered", asset_triggered: "started by an S3 drop", scheduled: "scheduled",
+    backfill: "backfill" };
+  const RESEND_PAGE = 10;
+  let resendOffset = 0;
+
+  function countPill(kind, name, n, label) {
+    return el("span", { class: "badge d-" + name + (n ? "" : " d-zero"), ["data-" + kind]: name, "data-count": n,
+      text: label + " " + n.toLocaleString() });
+  }
+
+  function decisionCells(run) {
+    const c = run.counts;
+    // The decisions a run of its kind makes, and any other that happened (e.g. unknown).
+    const usual = [run.dry_run ? "would_send" : "send", "skip", "reject"];
+    const decisions = Object.keys(DECISION_WORDS).filter((d) => usual.includes(d) || c.decisions[d]);
+    // Why rows were not sent (the sends' own reasons, "ok" and "dry_run", say nothing more).
+    const reasons = Object.entries(c.reasons).filter(([decision]) => !["send", "would_send"].includes(decision))
+      .flatMap(([decision, byReason]) => Object.entries(byReason)
+        .map(([reason, n]) => el("li", { "data-reason": reason, "data-decision": decision },
+          (DECISION_WORDS[decision] || decision) + ": " + reason.replace(/_/g, " ") + " ", el("strong", { text: n }))));
+    return [
+      el("div", { class: "counts" }, decisions.map((d) => countPill("decision", d, c.decisions[d], DECISION_WORDS[d]))),
+      reasons.length ? el("ul", { class: "reasons" }, reasons)
+        : c.reasons_recorded ? null : el("div", { class: "note", text: "reasons: see the outcome CSV" }),
+    ];
+  }
+
+  function ledgerCells(run) {
+    if (run.dry_run) return el("span", { class: "note", text: "dry run: nothing sent" });
+    const c = run.counts;
+    return el("div", { class: "counts" }, Object.entries(LEDGER_WORDS)
+      .filter(([status]) => c[status] || status === "sent" || status === "failed")
+      .map(([status, label]) => countPill("ledger", status, c[status], label)),
+    !run.finished_at ? el("span", { class: "note", text: "not summarised yet (sending, or a task failed)" }) : null);
+  }
+
+  const resendColumns = [
+    { label: "Run", render: (r) => [el("div", { text: when(r.planned_at) }),
+      el("div", { class: "note" }, (STARTED_WORDS[r.started_by] || r.started_by) + " · ", el("code", { text: r.dag_run_id }))] },
+    { label: "Mode", render: (r) => pill(r.dry_run ? "dry run" : "real run" + (r.force_resend ? ", forced" : ""),
+      r.dry_run ? "d-would_send" : "d-send") },
+    { label: "List", render: (r) => [el("div", { text: r.rows_read.toLocaleString() + " row(s)" }),
+      el("div", { class: "note" }, r.ids_s3_uri ? el("code", { text: r.ids_s3_uri }) : "pasted in the form"),
+      el("div", { class: "note", text: [r.id_type, r.template, r.language].filter(Boolean).join(" · ") })] },
+    { label: "Decisions", render: decisionCells },
+    { label: "Emails", render: ledgerCells },
+    { label: "Outcome CSV", render: (r) => [
+      r.outcome_url ? el("a", { class: "outcome-download", href: r.outcome_url, target: "_blank", rel: "noopener",
+        text: "Download CSV" }) : null,
+      r.outcome_uri ? el("div", { class: "note" }, el("code", { text: r.outcome_uri })) : el("span", { class: "note", text: "none" }),
+    ] },
+  ];
+
+  function loadResend() {
+    const incident = value("resend-incident");
+    return api("resend", { limit: RESEND_PAGE, offset: resendOffset, incident_id: incident }).then((page) => {
+      const shown = page.incidents.length;
+      document.getElementById("resend-count").textContent = page.total
+        ? "(" + (resendOffset + 1) + "–" + (resendOffset + shown) + " of " + page.total + " incident(s))" : "(0)";
+      const pager = el("div", { class: "pager" },
+        el("button", { type: "button", class: "prev", disabled: resendOffset === 0 ? "disabled" : null,
+          onclick: () => { resendOffset = Math.max(0, resendOffset - RESEND_PAGE); loadResend(); }, text: "‹ Newer" }),
+        el("button", { type: "button", class: "next", disabled: resendOffset + shown >= page.total ? "disabled" : null,
+          onclick: () => { resendOffset += RESEND_PAGE; loadResend(); }, text: "Older ›" }));
+      const incidents = page.incidents.map((i) => el("div", { class: "resend-incident", "data-incident": i.incident_id },
+        el("h3", {}, i.incident_id, " ", el("span", { class: "note", text: i.run_count + " run(s), latest " + when(i.last_planned_at) })),
+        el("div", { class: "scroll" }, table(resendColumns, i.runs, ""))));
+      fill("resend-list", el("div", {}, page.total > RESEND_PAGE ? pager : null, incidents.length ? incidents
+        : el("p", { class: "muted", id: "resend-empty", text: incident ? "No resend for " + incident + "."
+          : "No resend has run yet." })));
+      markOverflow();
+    }, (error) => failed("resend-list", error));
+  }
+
   // Tables must fit the page (1280 px wide included): the count of those that do not is kept on <body>.
   function markOverflow() {
     const over = [...document.querySelectorAll("table")].filter((t) => t.scrollWidth > t.parentElement.clientWidth + 1);
@@ -738,8 +816,14 @@
     search(document.getElementById("subject-input").value);
   });
   window.addEventListener("resize", markOverflow);
+  document.getElementById("resend-incident").addEventListener("change", () => {
+    resendOffset = 0;
+    saveState();
+    loadResend();
+  });
 
-  const loads = [loadHealth(), loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports()];
+  const loads = [loadHealth(), loadTrend(), loadFlagged(), loadNotAtProvider(), loadPending(), loadReports(),
+    loadResend()];
   const subject = state.get("subject") || body.dataset.subject;
   if (subject) {
     document.getElementById("subject-input").value = subject;
@@ -748,5 +832,10 @@
     document.getElementById("subject-input").value = state.get("q");
     loads.push(search(state.get("q"), false));
   }
-  Promise.allSettled(loads).then(() => { markOverflow(); body.setAttribute("data-loaded", "true"); });
+  Promise.allSettled(loads).then(() => {
+    markOverflow();
+    // A link to one incident's resends (?resend_incident=…) opens at the section.
+    if (state.get("resend_incident") && !subject) document.getElementById("resend").scrollIntoView({ block: "start" });
+    body.setAttribute("data-loaded", "true");
+  });
 })();

@@ -14,11 +14,15 @@ from mailtrace.resend.constants import (
     DEFAULT_RATE_PER_MINUTE,
     INCIDENT_ID_PATTERN,
     LANGUAGES,
-    MAX_CHUNK_SIZE,
     NOTIFICATION_TYPES,
 )
 from mailtrace.resend.errors import ResendInputError
-from mailtrace.resend_form import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_RECIPIENTS
+from mailtrace.resend_form import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_MAX_RECIPIENTS,
+    NUMBER_BOUNDS,
+    bounds_in_words,
+)
 from mailtrace.settings import setting
 
 
@@ -62,19 +66,21 @@ class ResendParams:
         if self.language not in LANGUAGES:
             problems.append(f"language must be one of {list(LANGUAGES)}")
         if (self.ids_s3_uri is None) == (self.inline_ids is None):
-            problems.append("give exactly one of ids_s3_uri and inline_ids")
+            problems.append(
+                "give exactly one of the ID list in S3 (ids_s3_uri) and the IDs typed in (inline_ids)"
+            )
         if self.ids_s3_uri is not None and not str(self.ids_s3_uri).startswith("s3://"):
             problems.append("ids_s3_uri must start with s3://")
-        for name, upper in (
-            ("max_recipients", None),
-            ("rate_per_minute", None),
-            ("chunk_size", MAX_CHUNK_SIZE),
-        ):
+        for name, (least, most) in NUMBER_BOUNDS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                problems.append(f"{name} must be a whole number of at least 1 (got {value!r})")
-            elif upper is not None and value > upper:
-                problems.append(f"{name} must be at most {upper} (got {value})")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < least
+                or (most is not None and value > most)
+            ):
+                # Refused, never moved to the nearest allowed value: the run does what was asked or nothing.
+                problems.append(f"{name} must be {bounds_in_words(name)} (got {value!r})")
         for name in ("dry_run", "force_resend"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false")

@@ -16,6 +16,7 @@ from mailtrace.id_list import (
 from mailtrace.paths import read_sql
 from mailtrace.providers.ses import PROVIDER as SES_PROVIDER
 from mailtrace.resend.constants import OUTCOME_HEADER, UNKNOWN_DETAIL
+from mailtrace.resend.counts import record_decisions
 from mailtrace.resend.errors import ResendInputError
 from mailtrace.resend.params import ResendParams, id_patterns, reference_for
 from mailtrace.resend.provider_config import check_provider_settings, resend_provider
@@ -218,7 +219,8 @@ def _nothing_valid_message(decisions: list[Decision]) -> str:
 
 
 def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) -> None:
-    """Write the outcome CSV and the run's audit row (the claims, if any, commit with it)."""
+    """Write the outcome CSV, the run's audit row and its counts per decision and reason (the claims, if
+    any, commit with them)."""
     content = to_csv(OUTCOME_HEADER, [d.csv_row() for d in decisions])
     outcome_uri = write_outcome_csv(params.incident_id, run_id, content)
     counts = Counter(d.decision for d in decisions)
@@ -239,6 +241,7 @@ def _finish_plan(conn, params: ResendParams, run_id: str, decisions, *, claims) 
             "chunks": chunks,
         },
     )
+    record_decisions(conn, run_id, ((d.decision, d.reason) for d in decisions))
     conn.commit()
     log.info(
         "resend %s run %s: %d rows, %d to send, %d skipped, %d rejected (%d unreadable rows set aside)%s; "

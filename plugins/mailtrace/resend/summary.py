@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+from typing import Any
+
+import psycopg
 
 from mailtrace.id_list import (
     DEFAULT_MAX_BYTES,
@@ -13,6 +16,7 @@ from mailtrace.id_list import (
 )
 from mailtrace.paths import read_sql
 from mailtrace.resend.constants import OUTCOME_HEADER, UNKNOWN_DETAIL
+from mailtrace.resend.counts import record_decisions, run_counts
 from mailtrace.resend.errors import ResendError, ResendRefused
 from mailtrace.resend.params import ResendParams
 from mailtrace.resend.states import DecisionKind, LedgerStatus, Reason
@@ -22,32 +26,29 @@ from mailtrace.warehouse import connect
 log = logging.getLogger(__name__)
 
 
-def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
+def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, Any]:
     """Count the run's ledger rows by status into its audit row; fail while any is unresolved.
 
+    Returns the run's counts as the Delivery page shows them (`mailtrace.resend.counts`): rows per
+    decision and reason, and the ledger's `sent`, `failed`, `claimed` (unresolved) and `unknown`.
     Rows left `claimed` can be retried; rows that ended `unknown` need a human: they are counted in
-    `resend_run.unknown`, marked in the run's outcome CSV and named in the error.
+    `resend_run.unknown`, marked in the run's outcome CSV (and its decision counts) and named in the error.
     """
     with connect() as conn:
-        counts = dict(
-            conn.execute(
-                read_sql("resend/count_run_statuses.sql"),
-                (run_id,),
-            ).fetchall()
-        )
+        counts = run_counts(conn, [run_id])[run_id]
         conn.execute(
             read_sql("resend/record_run_counts.sql"),
             {
-                "sent": counts.get("sent", 0),
-                "failed": counts.get("failed", 0),
-                "claimed": counts.get("claimed", 0),
-                "unknown": counts.get("unknown", 0),
+                "sent": counts[LedgerStatus.SENT],
+                "failed": counts[LedgerStatus.FAILED],
+                "claimed": counts[LedgerStatus.CLAIMED],
+                "unknown": counts[LedgerStatus.UNKNOWN],
                 "run_id": run_id,
             },
         )
         conn.commit()
         unknown_ids = []
-        if counts.get("unknown"):
+        if counts[LedgerStatus.UNKNOWN]:
             unknown_ids = [
                 subject_id
                 for (subject_id,) in conn.execute(
@@ -57,10 +58,10 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
             ]
             outcome = conn.execute(read_sql("resend/run_outcome_uri.sql"), (run_id,)).fetchone()
             if outcome and outcome[0]:
-                _mark_outcome_unknown(params.incident_id, run_id, outcome[0], set(unknown_ids))
+                _mark_outcome_unknown(conn, params.incident_id, run_id, outcome[0], set(unknown_ids))
+                counts = run_counts(conn, [run_id])[run_id]
     summary = {
-        status: counts.get(status, 0)
-        for status in (LedgerStatus.SENT, LedgerStatus.FAILED, LedgerStatus.CLAIMED)
+        status: counts[status] for status in (LedgerStatus.SENT, LedgerStatus.FAILED, LedgerStatus.CLAIMED)
     }
     log.info(
         "resend %s run %s finished: %s, unknown %d", params.incident_id, run_id, summary, len(unknown_ids)
@@ -84,7 +85,7 @@ def summarize_run(params: ResendParams, *, run_id: str) -> dict[str, int]:
         )
     if problems:
         raise ResendError(" ".join(problems))
-    return summary
+    return counts
 
 
 def _refusal_reasons(run_id: str, shown: int = 3) -> str:
@@ -97,8 +98,11 @@ def _refusal_reasons(run_id: str, shown: int = 3) -> str:
     return "; ".join(f"{count} × {error[:300]}" for error, count in rows)
 
 
-def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subject_ids: set[str]) -> None:
-    """Rewrite the run's outcome CSV: rows planned as `send` whose email ended `unknown` say so."""
+def _mark_outcome_unknown(
+    conn: psycopg.Connection, incident_id: str, run_id: str, outcome_uri: str, subject_ids: set[str]
+) -> None:
+    """Rewrite the run's outcome CSV, and its decision counts: rows planned as `send` whose email ended
+    `unknown` say so."""
     text = read_s3_object(outcome_uri, max_bytes=64 * DEFAULT_MAX_BYTES).decode("utf-8")
     rows = list(csv.reader(io.StringIO(text)))
     if not rows or rows[0] != OUTCOME_HEADER:
@@ -117,3 +121,5 @@ def _mark_outcome_unknown(incident_id: str, run_id: str, outcome_uri: str, subje
                 UNKNOWN_DETAIL,
             )
     write_outcome_csv(incident_id, run_id, to_csv(rows[0], rows[1:]))
+    record_decisions(conn, run_id, ((row[decision_at], row[reason_at]) for row in rows[1:]))
+    conn.commit()

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import psycopg
 
 from mailtrace.addresses import address_problem
 from mailtrace.id_list import (
+    DEFAULT_ID_PATTERNS,
     DEFAULT_MAX_BYTES,
+    ID_TYPE_DESCRIPTIONS,
     IdRow,
     decode_id_list,
+    id_key,
+    id_spellings,
     parse_id_list,
     parse_inline_ids,
 )
@@ -95,6 +99,14 @@ def read_id_rows(params: ResendParams) -> list[IdRow]:
     return parse_id_list(decode_id_list(data, max_bytes=max_bytes), id_type=params.id_type, max_rows=max_rows)
 
 
+def malformed_detail(subject_type: str, pattern: str) -> str:
+    """Why an ID was refused, in words when the type is a built-in one with its default pattern."""
+    if DEFAULT_ID_PATTERNS.get(subject_type) == pattern and subject_type in ID_TYPE_DESCRIPTIONS:
+        words, examples = ID_TYPE_DESCRIPTIONS[subject_type]
+        return f"not {words} (e.g. {examples[0]})"
+    return f"does not match {pattern}"
+
+
 def validate_rows(
     conn: psycopg.Connection, rows: list[IdRow], *, subject_type: str, pattern: str
 ) -> list[Decision]:
@@ -107,27 +119,29 @@ def validate_rows(
         if decision.row.problem:
             decision.settle(DecisionKind.REJECT, *decision.row.problem)
         elif len(subject_id) > _MAX_ID_CHARS or not id_regex.fullmatch(subject_id):
-            decision.settle(DecisionKind.REJECT, Reason.MALFORMED_ID, f"does not match {pattern}")
-        elif subject_id in first_line:
-            decision.settle(DecisionKind.SKIP, Reason.DUPLICATE, f"same ID as line {first_line[subject_id]}")
+            decision.settle(DecisionKind.REJECT, Reason.MALFORMED_ID, malformed_detail(subject_type, pattern))
+        elif id_key(subject_id) in first_line:
+            decision.settle(
+                DecisionKind.SKIP, Reason.DUPLICATE, f"same ID as line {first_line[id_key(subject_id)]}"
+            )
         else:
-            first_line[subject_id] = decision.row.line
+            first_line[id_key(subject_id)] = decision.row.line
     candidates = [d for d in decisions if d.pending]
-    ids = [d.row.subject_id for d in candidates]
-    contacts = dict(
-        conn.execute(
-            read_sql("resend/contacts.sql"),
-            (subject_type, ids),
-        ).fetchall()
-    )
-    flagged = _flagged_addresses(conn, subject_type, ids)
+    contacts = _contacts(conn, subject_type, [d.row.subject_id for d in candidates])
+    stored_by_key = {id_key(stored): stored for stored in contacts}
     for decision in candidates:
         subject_id = decision.row.subject_id
-        if subject_id not in contacts:
+        stored_id = subject_id if subject_id in contacts else stored_by_key.get(id_key(subject_id))
+        if stored_id is None:
             decision.settle(
                 DecisionKind.REJECT, Reason.UNKNOWN_ID, f"no {subject_type} with this ID in mailtrace.contact"
             )
-            continue
+        elif stored_id != subject_id:  # a UUID written in another letter case
+            decision.row = replace(decision.row, subject_id=stored_id)
+    candidates = [d for d in candidates if d.pending]
+    flagged = _flagged_addresses(conn, subject_type, [d.row.subject_id for d in candidates])
+    for decision in candidates:
+        subject_id = decision.row.subject_id
         email = (contacts[subject_id] or "").strip()
         if not email:
             decision.settle(DecisionKind.REJECT, Reason.NO_CONTACT_EMAIL, "the contact has no email address")
@@ -141,6 +155,12 @@ def validate_rows(
                 DecisionKind.REJECT, Reason.FLAGGED_ADDRESS, f"address flagged: {flagged[subject_id][1]}"
             )
     return decisions
+
+
+def _contacts(conn: psycopg.Connection, subject_type: str, ids: list[str]) -> dict[str, str | None]:
+    """The address of record per subject ID as the application stores it (a UUID looked up in any case)."""
+    spellings = list(dict.fromkeys(spelling for subject_id in ids for spelling in id_spellings(subject_id)))
+    return dict(conn.execute(read_sql("resend/contacts.sql"), (subject_type, spellings)).fetchall())
 
 
 def _flagged_addresses(conn: psycopg.Connection, subject_type: str, ids: list[str]) -> dict[str, tuple]:

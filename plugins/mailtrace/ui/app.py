@@ -11,6 +11,7 @@ import functools
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
@@ -22,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailtrace.paths import TEMPLATES_DIR
 from mailtrace.settings import REGISTRY
-from mailtrace.ui import data, health
+from mailtrace.ui import data, health, resend
 from mailtrace.ui.auth import Viewer, get_viewer, login_url
 from mailtrace.ui.export import csv_lines
 from mailtrace.ui.masking import mask
@@ -87,6 +88,11 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows skipped (pa
 SinceDay = Annotated[date | None, Query(description="From this day (deployment time zone)")]
 UntilDay = Annotated[date | None, Query(description="To this day, inclusive (deployment time zone)")]
 NotificationType = Annotated[str | None, Query(pattern="^[A-Za-z0-9_ -]{1,60}$")]
+# The trigger form's incident id rule (mailtrace.resend_form.INCIDENT_ID_PATTERN) in the syntax FastAPI's
+# validator takes (no look-ahead; its `$` is the end of the text).
+IncidentId = Annotated[
+    str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="One incident only")
+]
 Format = Annotated[str, Query(pattern="^(json|csv)$", description="csv: the whole filtered list as a file")]
 # A CSV export holds at most this many rows (the page says so when the list is longer).
 EXPORT_LIMIT = 100_000
@@ -181,6 +187,19 @@ def _presigned_link(bucket: str, key: str) -> str | None:
     return S3Hook(aws_conn_id=AWS_CONN_ID).generate_presigned_url(
         "get_object", params={"Bucket": bucket, "Key": key}, expires_in=REPORT_LINK_SECONDS
     )
+
+
+def _redirect_to_object(bucket: str, key: str, what: str) -> RedirectResponse:
+    """A redirect to a short-lived presigned link to the S3 object, or 503 saying why there is none."""
+    try:
+        link = _presigned_link(bucket, key)
+    except Exception as exc:  # S3 connection missing or misconfigured: say so, keep the page
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"Cannot sign a link to {what}: {type(exc).__name__}"
+        ) from exc
+    if not link:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Cannot sign a link to {what}")
+    return RedirectResponse(link, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
 
 
 def build_router() -> APIRouter:
@@ -337,15 +356,43 @@ def build_router() -> APIRouter:
         found = data.report_object(conn, report_id)
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "No such report")
-        try:
-            link = _presigned_link(found["bucket"], found["s3_key"])
-        except Exception as exc:  # S3 connection missing or misconfigured: say so, keep the page
-            raise HTTPException(
-                status.HTTP_503_SERVICE_UNAVAILABLE, f"Cannot sign a link to the report: {type(exc).__name__}"
-            ) from exc
-        if not link:
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "Cannot sign a link to the report")
-        return RedirectResponse(link, status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+        return _redirect_to_object(found["bucket"], found["s3_key"], "the report")
+
+    @router.get("/api/resend")
+    def resend_incidents(
+        request: Request,
+        viewer: ViewerDep,
+        conn: WarehouseDep,
+        limit: Annotated[int, Query(ge=1, le=100, description="Incidents per page")] = (
+            resend.DEFAULT_INCIDENTS
+        ),
+        offset: Offset = 0,
+        incident_id: IncidentId = None,
+    ) -> dict[str, Any]:
+        base = request.scope.get("root_path", "").rstrip("/")
+        found = resend.incidents(conn, limit=limit, offset=offset, incident_id=incident_id)
+        for incident in found["incidents"]:
+            for run in incident["runs"]:
+                # Same rule as the reports: the CSV's input column may hold whatever was pasted, addresses
+                # included, so only users who may see addresses get a download link.
+                run["outcome_url"] = (
+                    f"{base}/api/resend/outcome?{urlencode({'run_id': run['dag_run_id']})}"
+                    if viewer.full_addresses and run["outcome_uri"]
+                    else None
+                )
+        return _for(viewer, found)
+
+    @router.get("/api/resend/outcome", status_code=status.HTTP_307_TEMPORARY_REDIRECT)
+    def download_resend_outcome(
+        viewer: ViewerDep, conn: WarehouseDep, run_id: Annotated[str, Query(min_length=1, max_length=250)]
+    ) -> RedirectResponse:
+        if not viewer.full_addresses:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "The outcome CSV may list full addresses")
+        uri = resend.outcome_uri(conn, run_id)
+        if not uri:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "No outcome CSV for this run")
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return _redirect_to_object(bucket, key, "the outcome CSV")
 
     @router.get("/api/timeline")
     def timeline(

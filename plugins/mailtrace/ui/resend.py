@@ -1,0 +1,83 @@
+"""The Delivery page's resend section: per incident, its runs of `mailtrace_resend` and what each did.
+
+Every run in the ledger (`mailtrace.resend_run`) is shown, however it was started (the trigger form, the
+API, a list dropped in S3): the plan writes the run's row whatever started it. The counts come from
+`mailtrace.resend.counts`, the same function the DAG's `summarize` task returns, so the page and the
+task say the same. Runs that failed before their plan was written (a bad parameter) have no row here;
+the Airflow UI shows them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from mailtrace.paths import read_sql
+from mailtrace.resend.counts import run_counts
+
+DEFAULT_INCIDENTS = 10
+
+
+@cache
+def _sql(name: str) -> str:
+    return read_sql(f"ui/{name}.sql")
+
+
+def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_sql(name), params)
+        return cur.fetchall()
+
+
+def started_by(run_id: str) -> str:
+    """How Airflow started the run, from its run id's prefix (manual__, asset_triggered__, …)."""
+    kind, separator, _ = run_id.partition("__")
+    return kind if separator and kind else "unknown"
+
+
+def incidents(
+    conn: psycopg.Connection,
+    *,
+    limit: int = DEFAULT_INCIDENTS,
+    offset: int = 0,
+    incident_id: str | None = None,
+) -> dict[str, Any]:
+    """One page of incidents, newest first, each with its runs (newest first) and their counts.
+
+    Each run: `dag_run_id`, `started_by`, `dry_run`, what was asked for (`id_type`, `template`, `language`,
+    `force_resend`, the list's `ids_s3_uri` or `inline_ids` true), `planned_at`, `finished_at`, `rows_read`,
+    `chunks`, `outcome_uri` and `counts` (see `mailtrace.resend.counts.empty_counts`).
+    """
+    found = _rows(conn, "resend_incidents", {"incident_id": incident_id, "limit": limit, "offset": offset})
+    total = found[0]["total"] if found else 0
+    names = [row["incident_id"] for row in found]
+    runs = _rows(conn, "resend_runs", {"incidents": names}) if names else []
+    counts = run_counts(conn, [run["dag_run_id"] for run in runs]) if runs else {}
+    by_incident: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_incident[run.pop("incident_id")].append(
+            {**run, "started_by": started_by(run["dag_run_id"]), "counts": counts[run["dag_run_id"]]}
+        )
+    return {
+        "total": total,
+        "offset": offset,
+        "incidents": [
+            {
+                "incident_id": row["incident_id"],
+                "last_planned_at": row["last_planned_at"],
+                "run_count": row["run_count"],
+                "runs": by_incident[row["incident_id"]],
+            }
+            for row in found
+        ],
+    }
+
+
+def outcome_uri(conn: psycopg.Connection, run_id: str) -> str | None:
+    """The s3:// URI of the run's outcome CSV, or None when the run is unknown or wrote none."""
+    rows = _rows(conn, "resend_outcome", {"run_id": run_id})
+    return rows[0]["outcome_uri"] if rows else None
