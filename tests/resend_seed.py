@@ -13,7 +13,7 @@ INCIDENT = "INC-2026-031"
 OLDER_INCIDENT = "INC-2026-007"
 DRY_RUN_ID = "manual__2026-12-01T10:00:00+00:00"
 REAL_RUN_ID = "manual__2026-12-01T11:00:00+00:00"
-DROP_RUN_ID = "asset_triggered__2026-11-20T09:00:00+00:00"
+DROP_RUN_ID = "s3drop__INC-2026-007__0f3c2a9b7d1e4f5a6b7c"  # as mailtrace_resend_drop names its dry runs
 CONTACTS = {
     "STR-000101": "first.person@example.gov",
     "STR-000102": "second.person@example.gov",

@@ -368,6 +368,11 @@ def test_an_id_list_dropped_in_s3_starts_one_dry_run_even_when_its_event_comes_t
     ).fetchone()
     assert claimed == 0
     assert sends_by_subject(stack.sim, incident) == {}
+    # The Delivery page's resend section shows it, started by the drop, with the dry run's decisions.
+    shown = delivery_page(stack, api).get("/api/resend", params={"incident_id": incident}).raise_for_status()
+    ((only_run,),) = [found["runs"] for found in shown.json()["incidents"]]
+    assert (only_run["dag_run_id"], only_run["started_by"]) == (run["dag_run_id"], "s3_drop")
+    assert only_run["counts"]["decisions"]["would_send"] == 3
 
     # SQS delivers at least once: the same upload event again is read, and starts no second dry run.
     seen = {drop["dag_run_id"] for drop in runs(api, DROP_DAG)}

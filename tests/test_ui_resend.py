@@ -106,7 +106,7 @@ def test_incidents_newest_first_with_runs_and_the_counts_summarize_returned(seed
     }
     assert (real["counts"]["sent"], real["counts"]["claimed"], real["counts"]["unknown"]) == (3, 0, 0)
     assert real["ids_s3_uri"].endswith(f"resend-requests/{resend_seed.INCIDENT}/ids.csv")
-    assert (real["started_by"], older["runs"][0]["started_by"]) == ("manual", "asset_triggered")
+    assert (real["started_by"], older["runs"][0]["started_by"]) == ("manual", "s3_drop")
     assert real["outcome_uri"].endswith(
         f"/resend-outcomes/{resend_seed.INCIDENT}/manual__2026-12-01T11_00_00_00_00.csv"
     )

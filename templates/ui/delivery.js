@@ -613,7 +613,7 @@
 
   const DECISION_WORDS = { send: "send", would_send: "would send", skip: "skip", reject: "reject", unknown: "unknown" };
   const LEDGER_WORDS = { sent: "sent", failed: "refused", claimed: "unresolved", unknown: "unknown" };
-  const STARTED_WORDS = { manual: "triggered", asset_triggered: "started by an S3 drop", scheduled: "scheduled",
+  const STARTED_WORDS = { manual: "triggered", s3_drop: "started by an S3 drop", scheduled: "scheduled",
     backfill: "backfill" };
   const RESEND_PAGE = 10;
   let resendOffset = 0;

@@ -18,6 +18,7 @@ from psycopg.rows import dict_row
 
 from mailtrace.paths import read_sql
 from mailtrace.resend.counts import run_counts
+from mailtrace.resend.drop import RUN_ID_PREFIX as DROP_RUN_ID_PREFIX
 
 DEFAULT_INCIDENTS = 10
 
@@ -34,9 +35,12 @@ def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[d
 
 
 def started_by(run_id: str) -> str:
-    """How Airflow started the run, from its run id's prefix (manual__, asset_triggered__, …)."""
+    """How the run was started, from its run id's prefix: Airflow's (manual__, scheduled__, …), or
+    `s3_drop` for the dry runs `mailtrace_resend_drop` starts (run ids `s3drop__<incident>__<object>`)."""
     kind, separator, _ = run_id.partition("__")
-    return kind if separator and kind else "unknown"
+    if not (separator and kind):
+        return "unknown"
+    return "s3_drop" if kind == DROP_RUN_ID_PREFIX else kind
 
 
 def incidents(
