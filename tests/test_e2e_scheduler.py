@@ -224,6 +224,24 @@ def test_bad_resend_parameters_fail_at_once_without_retries_and_hold_nothing_up(
                      what=f"run {run_id} marked failed")  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("chunk_size", 5000, "maximum"),
+        ("chunk_size", 0, "minimum"),
+        ("incident_id", "INC 2026", "incident_id"),
+    ],
+)
+def test_out_of_range_form_values_are_refused_not_changed(stack, api, field, value, words):
+    """What the trigger form would otherwise clamp (0 to 1, 5000 to 1000) is refused, saying which rule."""
+    conf = {"incident_id": "INC-E2E-FORM", "inline_ids": "STR-000001", "dry_run": True, field: value}
+    before = {run["dag_run_id"] for run in runs(api, RESEND_DAG)}
+    refused = api.client.post(f"/dags/{RESEND_DAG}/dagRuns", json={"logical_date": None, "conf": conf})
+    assert refused.status_code == 400, refused.text
+    assert words in refused.text
+    assert {run["dag_run_id"] for run in runs(api, RESEND_DAG)} == before  # no run was created
+
+
 def mark_failed(api, dag_id: str, run_id: str) -> bool:
     """Fail a run that is still going (True once it has finished either way)."""
     if run_state(api, dag_id, run_id) in FINISHED:
