@@ -139,16 +139,16 @@ class DropQueueProducer(SharedStreamProducer):
             )
         except (BotoCoreError, ClientError) as error:
             log.warning(
-                "SQS did not delete %d stored S3 drop messages (%s); they come back and their dry runs "
-                "are skipped",
+                "SQS did not delete %d stored S3 drop messages (%s); they come back, and a dry run they "
+                "asked for is not started twice",
                 len(entries),
                 mask_text(str(error)),
             )
             return
         for failure in refused or []:
             log.warning(
-                "SQS did not delete a stored S3 drop message (%s: %s); it comes back and its dry run is "
-                "skipped",
+                "SQS did not delete a stored S3 drop message (%s: %s); it comes back, and a dry run it "
+                "asked for is not started twice",
                 failure.get("Code"),
                 mask_text(str(failure.get("Message", ""))),
             )
