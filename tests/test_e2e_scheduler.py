@@ -416,3 +416,13 @@ def test_an_id_list_dropped_in_s3_starts_one_dry_run_even_when_its_event_comes_t
     tries = task_instances(api, DROP_DAG, again["dag_run_id"])
     assert [ti["state"] for ti in tries if ti["task_id"] == "start_dry_run"] == ["skipped"]
     assert [r["dag_run_id"] for r in dry_runs()] == [run["dag_run_id"]]
+
+    # The triggerer deleted every message once its asset event was stored (ack mode): none is left over.
+    def queue_emptied() -> bool:
+        attributes = sqs.get_queue_attributes(
+            QueueUrl=stack.drop_queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return all(value == "0" for value in attributes.values())
+
+    wait_for(queue_emptied, timeout=PIPELINE_DEADLINE, what="the drop queue's messages deleted", interval=2)

@@ -3,7 +3,6 @@ to one dry run in the resend ledger (moto's S3 notifying its SQS, the watcher's 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -14,6 +13,7 @@ from types import SimpleNamespace
 from urllib.parse import quote, quote_plus
 
 import pytest
+from test_drop_queue import drop_queue_for, in_queue, watch_until
 
 from mailtrace import drop_queue
 from mailtrace.drop_queue import DropQueueTrigger
@@ -287,37 +287,6 @@ def test_the_dag_triggers_dry_runs_of_the_resend_and_skips_one_already_there():
 # ------------------------------------------------------------------------------ bucket -> queue -> ledger
 
 
-def run_trigger(trigger: DropQueueTrigger, timeout: float = 60) -> dict:
-    """The first event the trigger yields (what the triggerer stores as the asset event's payload)."""
-
-    async def first():
-        async for event in trigger.run():
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    return asyncio.run(asyncio.wait_for(first(), timeout))
-
-
-def drop_queue_for(aws, bucket: str) -> str:
-    """A queue the bucket tells of every upload under resend-requests/, as `make up` configures it."""
-    sqs = aws.client("sqs")
-    queue_url = sqs.create_queue(QueueName=f"drops-{uuid.uuid4().hex[:10]}")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    aws.client("s3").put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {
-                    "QueueArn": arn,
-                    "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "resend-requests/"}]}},
-                }
-            ]
-        },
-    )
-    return queue_url
-
-
 def test_an_upload_gives_one_dry_run_in_the_ledger_even_when_its_event_comes_twice(
     warehouse_conn, s3_bucket, aws, monkeypatch
 ):
@@ -338,14 +307,15 @@ def test_an_upload_gives_one_dry_run_in_the_ledger_even_when_its_event_comes_twi
         Bucket=s3_bucket, Key=key, Body=("id\n" + "\n".join(subjects) + "\n").encode()
     )
 
-    delivered = []  # the asset events' payloads, as the triggerer would store them
-    while not any("INC-DROP-1" in json.dumps(payload) for payload in delivered):
-        delivered.append(run_trigger(DropQueueTrigger(wait_time_seconds=1)))
+    # The asset events' payloads, as the triggerer stores them (S3's test event comes first).
+    delivered = watch_until(
+        DropQueueTrigger(wait_time_seconds=1), lambda got: "INC-DROP-1" in json.dumps(got)
+    )
     upload = next(m for payload in delivered for m in payload["message_batch"] if "INC-DROP-1" in m["Body"])
     # At least once: SQS hands the same event out again.
     aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=upload["Body"])
-    delivered.append(run_trigger(DropQueueTrigger(wait_time_seconds=1)))
-    assert aws.client("sqs").receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages") is None
+    delivered += watch_until(DropQueueTrigger(wait_time_seconds=1), lambda got: len(got) == 1)
+    assert in_queue(aws, queue_url) == {"waiting": 0, "hidden": 0}  # each deleted once its event was stored
 
     triggers = [
         planned
@@ -372,25 +342,3 @@ def test_an_upload_gives_one_dry_run_in_the_ledger_even_when_its_event_comes_twi
     ]
     rows = list(csv.DictReader(io.StringIO(body.read().decode())))
     assert [(row["subject_id"], row["decision"]) for row in rows] == [(s, "would_send") for s in subjects]
-
-
-def test_without_a_drop_queue_the_trigger_waits_and_says_why(aws, s3_bucket, monkeypatch, capsys):
-    monkeypatch.delenv("AIRFLOW_VAR_MAILTRACE_RESEND_DROP_QUEUE_URL", raising=False)
-    monkeypatch.setattr(drop_queue, "UNCONFIGURED_RECHECK_SECONDS", 0.2)
-    queue_url = drop_queue_for(aws, s3_bucket)  # S3's test event is waiting in it
-
-    async def configure_later():
-        await asyncio.sleep(1)
-        monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_RESEND_DROP_QUEUE_URL", queue_url)
-
-    async def watch():
-        later = asyncio.create_task(configure_later())
-        async for event in DropQueueTrigger(wait_time_seconds=1).run():
-            await later
-            return event.payload
-        raise AssertionError("the trigger ended without an event")
-
-    payload = asyncio.run(asyncio.wait_for(watch(), 60))
-    logged = capsys.readouterr()  # the trigger logs through Airflow's structlog, to the console
-    assert "mailtrace_resend_drop_queue_url is unset" in logged.out + logged.err
-    assert "s3:TestEvent" in payload["message_batch"][0]["Body"]

@@ -1,8 +1,8 @@
 """S3 drop: an ID list uploaded under the resend prefix starts a dry run of the resend by itself.
 
 The bucket sends its `s3:ObjectCreated:*` events to an SQS queue (Variable `mailtrace_resend_drop_queue_url`);
-the asset watcher of DAG `mailtrace_resend_drop` reads the queue (`mailtrace.drop_queue`) and each batch
-of messages becomes an asset event. `plan_drops` turns those events into dry-run triggers of
+the asset watcher of DAG `mailtrace_resend_drop` reads the queue (`mailtrace.drop_queue`) and each
+message becomes an asset event. `plan_drops` turns those events into dry-run triggers of
 `mailtrace_resend`, so a drop is planned, written to the outcome CSV and recorded in the ledger by the same
 code as a dry run a person triggers: this module only decides *which* objects are ID lists.
 
