@@ -147,6 +147,11 @@ def test_delivery_page_shows_the_running_pipeline(stack, api, warehouse):
     receipts = {r["provider"]: r for r in health["receipts"]}
     assert receipts["gc_notify"]["newest_receipt_at"] is not None
 
+    # The trend splits the providers; GC Notify's line counts the seeded sends.
+    trend = page.get("/api/trend", params={"days": 30, "provider": "gc_notify"}).raise_for_status().json()
+    assert [p["provider"] for p in trend["providers"]] == ["gc_notify"]
+    assert sum(day["sent"] for day in trend["days"]) > 0
+
     # A seeded subject found by its address typed in another case; the stack's UI user may see addresses.
     subject_id, address = warehouse.execute(
         "SELECT subject_id, email FROM mailtrace.contact ORDER BY subject_id LIMIT 1"
