@@ -161,6 +161,20 @@ class Measure:
         return numerator / denominator if denominator else float("inf")
 
     @property
+    def pair_ratios(self) -> list[float]:
+        """The ratio of each repetition's pair (ours[i] against baseline[i], timed side by side).
+
+        On a shared machine the medians of two sides can come from different moments of load; the spread of
+        the pairs shows how far one run's ratio can be trusted. Pairs are taken in order, as far as the
+        shorter side goes (the naive side is timed in fewer repetitions).
+        """
+        ratios = []
+        for ours, baseline in zip(self.ours, self.baseline, strict=False):
+            numerator, denominator = (baseline, ours) if self.speedup else (ours, baseline)
+            ratios.append(numerator / denominator if denominator else float("inf"))
+        return ratios
+
+    @property
     def met(self) -> bool | None:
         ratio = self.ratio
         if ratio is None or self.target is None:
@@ -178,6 +192,7 @@ class Measure:
             "baseline": {"label": self.baseline_label, "median": self.baseline_median, "runs": self.baseline},
             "ratio": ratio,
             "ratio_definition": "baseline / ours" if self.speedup else "ours / baseline",
+            "pair_ratios": self.pair_ratios,
             "target": None if self.target is None else f"{self.comparison} {self.target:g}",
             "conditions": self.conditions,
             "met": self.met,
@@ -192,6 +207,13 @@ def _number(value: float | None, unit: str) -> str:
     if unit == "s":
         return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
     return f"{value:,.1f} {unit}"
+
+
+def _pair_range(ratios: list[float]) -> str:
+    """ " [pairs 1.10-1.40]" for two or more pairs: the range a single run's ratio moved in."""
+    if len(ratios) < 2:
+        return ""
+    return f" [pairs {min(ratios):.2f}-{max(ratios):.2f}]"
 
 
 def machine_info(server: Server) -> dict[str, Any]:
@@ -234,7 +256,7 @@ def write_results(out_dir: Path, measures: list[Measure], config: dict, machine:
         "|---|---|---|---|---|---|---|",
     ]
     for m in measures:
-        ratio = "n/a" if m.ratio is None else f"{m.ratio:.2f}"
+        ratio = "n/a" if m.ratio is None else f"{m.ratio:.2f}{_pair_range(m.pair_ratios)}"
         met = {True: "yes", False: "**no**", None: "n/a"}[m.met]
         target = "(floor)" if m.target is None else f"{m.comparison} {m.target:g}"
         lines.append(
@@ -249,6 +271,7 @@ def write_results(out_dir: Path, measures: list[Measure], config: dict, machine:
         details += [f"{key}: {value}" for key, value in m.extra.items()]
         details.append(f"runs (ours): {', '.join(f'{v:.3f}' for v in m.ours)}")
         details.append(f"runs (baseline): {', '.join(f'{v:.3f}' for v in m.baseline)}")
+        details.append(f"ratio of each pair: {', '.join(f'{v:.2f}' for v in m.pair_ratios)}")
         lines.append(f"**{m.scenario} / {m.measure}**")
         lines.append("")
         lines.extend(f"- {detail}" for detail in details)

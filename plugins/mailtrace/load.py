@@ -1,7 +1,9 @@
 """Bulk, idempotent loading of provider observations into `mailtrace.provider_event`.
 
-Rows are COPYed into a temporary staging table and moved with one INSERT … ON CONFLICT DO NOTHING
-per chunk, so the cost is set-based and a re-run adds no duplicates. Each chunk commits on its own
+A chunk of new observations whose references are already in matched form is COPYed straight into
+`provider_event` (behind a savepoint); any other chunk, and one that turns out to repeat a stored
+observation, is COPYed into a temporary staging table and moved with one INSERT … ON CONFLICT DO NOTHING,
+so the cost is set-based and a re-run adds no duplicates. Each chunk commits on its own
 (bounded memory, progress kept on failure); pipeline state passed in `state` is written in the
 transaction of the last chunk, so a watermark can never move past rows that did not commit.
 `state` may be a callable: it is called only once `events` is exhausted, which lets a streaming
@@ -19,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 import psycopg
 
@@ -40,6 +43,9 @@ CREATE TEMP TABLE IF NOT EXISTS provider_event_stage (
 ) ON COMMIT DELETE ROWS
 """
 _COPY_STAGE = "COPY provider_event_stage ({}) FROM STDIN".format(", ".join(PROVIDER_EVENT_COLUMNS))
+_COPY_HISTORY = "COPY mailtrace.provider_event ({}) FROM STDIN".format(", ".join(PROVIDER_EVENT_COLUMNS))
+# What mailtrace.reference_key() and client_reference_key() trim (sql/migrations/013_contract_v2.sql).
+_TRIMMED = " \t\n\r\f\x0b"
 
 
 # SQLSTATE classes that blame the values stored, not the warehouse: data exception (22),
@@ -66,22 +72,66 @@ def is_item_fault(conn: psycopg.Connection, error: BaseException) -> bool:
     return isinstance(error, Exception)
 
 
+@dataclass
+class _Route:
+    """Whether the next chunk is first tried by a COPY straight into the history.
+
+    Cleared for the rest of a load once a chunk repeats a stored observation: a load that re-reads an
+    overlapping window then pays for one wasted COPY, not one per chunk.
+    """
+
+    copy_straight: bool = True
+
+
+def _in_stored_form(event: ProviderEvent) -> bool:
+    """Whether load_provider_events.sql would store this event exactly as it is.
+
+    Its provider reference is already mailtrace.reference_key() of itself (not blank, nothing to trim, and
+    for GC Notify, plain ASCII already in lower case: no case rule of the server's collation is assumed), and
+    so is its client reference under client_reference_key(). Anything else goes through the staging table,
+    where the SQL functions alone normalise it.
+    """
+    reference = event.provider_reference
+    if not reference or reference != reference.strip(_TRIMMED):
+        return False
+    if event.provider == "gc_notify" and not (reference.isascii() and reference == reference.lower()):
+        return False
+    client = event.client_reference
+    return client is None or (client != "" and client == client.strip(_TRIMMED))
+
+
+def _straight_rows(chunk: list[ProviderEvent]) -> list[ProviderEvent] | None:
+    """The chunk in event_at order, ready to COPY into the history as it is; None when it is not.
+
+    None when some reference is not in stored form, or when the chunk observes one status twice (the
+    staging INSERT keeps the first; a COPY would fail on the second). In event_at order like the staging
+    INSERT, so identity values follow the providers' timestamps within a chunk either way.
+    """
+    if not all(_in_stored_form(event) for event in chunk):
+        return None
+    keys = {(e.provider, e.provider_reference, e.recipient_email, e.raw_status, e.event_at) for e in chunk}
+    if len(keys) != len(chunk):
+        return None
+    return sorted(chunk, key=lambda event: event.event_at)
+
+
 def _load_chunk(
     conn: psycopg.Connection,
     chunk: list[ProviderEvent],
     state: StateToCommit,
     before_commit: BeforeCommit,
     on_refused: OnRefused,
+    route: _Route,
 ) -> int:
     try:
-        return _store_chunk(conn, chunk, state, before_commit, None)
+        return _store_chunk(conn, chunk, state, before_commit, None, route)
     except Exception as error:
         if on_refused is None or not is_item_fault(conn, error):
             raise
         log.warning(
             "the warehouse refused part of a chunk (%s); storing it row by row", storable_reason(error)
         )
-    return _store_chunk(conn, chunk, state, before_commit, on_refused)
+    return _store_chunk(conn, chunk, state, before_commit, on_refused, _Route(copy_straight=False))
 
 
 def _store_chunk(
@@ -90,6 +140,7 @@ def _store_chunk(
     state: StateToCommit,
     before_commit: BeforeCommit,
     row_by_row_refusing_to: OnRefused,
+    route: _Route,
 ) -> int:
     with conn.transaction():
         # Serialise loaders so identity values become visible in order: reconcile's "id > cursor"
@@ -99,7 +150,12 @@ def _store_chunk(
         tune_bulk_transaction(conn, work_mem=WORK_MEM)
         conn.execute(_CREATE_STAGE)
         with conn.cursor() as cur:
-            if row_by_row_refusing_to is None:
+            straight = _straight_rows(chunk) if route.copy_straight else None
+            if straight is not None and _copy_straight(conn, cur, straight):
+                inserted = len(straight)
+            elif row_by_row_refusing_to is None:
+                if straight is not None:
+                    route.copy_straight = False
                 inserted = _insert(cur, chunk)
             else:
                 inserted = 0
@@ -119,6 +175,25 @@ def _store_chunk(
         if before_commit is not None:
             before_commit(conn)
     return inserted
+
+
+def _copy_straight(conn: psycopg.Connection, cur: psycopg.Cursor, events: list[ProviderEvent]) -> bool:
+    """COPY new observations straight into the history; False (and nothing stored) if one is already there.
+
+    COPY writes the rows and their index entries in batches, where INSERT … ON CONFLICT inserts them one by
+    one, each behind a speculative insertion: loading 1,000,000 new statuses the staging route took 1.3-1.9
+    times as long as this one (two interleaved pairs; see README, Performance). The unique observation key
+    still guards idempotence: a chunk that repeats a stored status fails on it, its savepoint undoes the
+    COPY, and the caller stores the chunk through the staging table instead.
+    """
+    try:
+        with conn.transaction():
+            with cur.copy(_COPY_HISTORY) as copy:
+                for event in events:
+                    copy.write_row(event.copy_row())
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
 
 
 def _insert(cur: psycopg.Cursor, events: list[ProviderEvent]) -> int:
@@ -145,13 +220,14 @@ def load_provider_events(
     """
     require_no_open_transaction(conn, "load_provider_events")
     iterator = iter(events)
+    route = _Route()
     inserted = 0
     chunk = list(itertools.islice(iterator, chunk_rows))
     while True:
         following = list(itertools.islice(iterator, chunk_rows)) if chunk else []
         is_last = not following
         inserted += _load_chunk(
-            conn, chunk, state if is_last else None, before_commit if is_last else None, on_refused
+            conn, chunk, state if is_last else None, before_commit if is_last else None, on_refused, route
         )
         if is_last:
             break
