@@ -1,4 +1,4 @@
-"""Warnings the pipeline records for the health panel (mailtrace.pipeline_warning, migration 016)."""
+"""Warnings the pipeline records for the health panel (mailtrace.pipeline_warning, migration 015)."""
 
 from __future__ import annotations
 

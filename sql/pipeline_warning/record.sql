@@ -1,4 +1,4 @@
--- One warning a run met (see migration 016): a new row, or the existing one seen again. A warning that
+-- One warning a run met (see migration 015): a new row, or the existing one seen again. A warning that
 -- was resolved and is met again starts over. Parameters: kind, subject, message.
 INSERT INTO mailtrace.pipeline_warning AS w (kind, subject, message)
 VALUES (%(kind)s, %(subject)s, %(message)s)
