@@ -88,6 +88,7 @@ def test_empty_deployment_is_red_for_scheduled_dags_that_never_ran(warehouse_con
     assert response.status_code == 200
     health = response.json()
     dags = by(health["dags"], "dag_id")
+    assert set(dags) == {path.stem for path in (Path(__file__).parents[1] / "dags").glob("mailtrace_*.py")}
     assert dags["mailtrace_notify_pipeline"]["level"] == "red"
     assert dags["mailtrace_notify_pipeline"]["last_success_at"] is None
     assert dags["mailtrace_resend"]["level"] == "idle"  # triggered by people: no level

@@ -41,7 +41,7 @@ DAG_CADENCE = {
     "mailtrace_ses_events": timedelta(minutes=10),
     "mailtrace_weekly_report": timedelta(days=7),
 }
-TRIGGERED_DAGS = ("mailtrace_resend", "mailtrace_flags_rebuild")
+TRIGGERED_DAGS = ("mailtrace_resend", "mailtrace_resend_drop", "mailtrace_flags_rebuild")
 DAG_AMBER_CADENCES = 3
 DAG_RED_CADENCES = 12
 RECEIPTS_AMBER = timedelta(hours=1)
