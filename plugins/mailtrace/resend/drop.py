@@ -14,7 +14,10 @@ reason in the log and never stops the other drops of the batch.
 SQS delivers at least once, so one upload can arrive twice. Its dry run's `run_id` is derived from the
 object (bucket, key, version id or else ETag): the second trigger finds that run already there and is
 skipped, so one upload starts one dry run. Uploading the same bytes again under the same name is the same
-object version and starts nothing; to plan again, upload under a new name or trigger by hand.
+object version and starts nothing; to plan again, upload under a new name or trigger by hand. The dry
+run reads the list at `s3://bucket/key` when it runs, i.e. its newest version: a corrected list uploaded
+under the same name before the first dry run ran is what both dry runs plan (each outcome CSV lists what
+was read).
 """
 
 from __future__ import annotations
