@@ -12,7 +12,8 @@ triggers. Nothing is ever sent from here: to send, a person triggers `mailtrace_
 
 * **find_drops** reads the upload events of the triggering asset events and keeps the ID lists: anything
   else (S3's test event, another prefix or bucket, a deeper folder, a folder name that is not an incident
-  id, not a .csv) is set aside with its reason in the task log; the rest go on.
+  id, not a .csv) is set aside with its reason in the task log and on the Delivery page's health panel
+  (pipeline warnings, shown for a week); the rest go on.
 * **start_dry_run** (one mapped task per list) triggers the dry run. The run id is derived from the object
   version (version id or ETag), so an event SQS delivers twice finds the run there and is skipped.
 
@@ -42,9 +43,10 @@ def mailtrace_resend_drop():
     @task
     def find_drops() -> list[dict]:
         """The dry runs to start: run id and conf of each uploaded ID list in the triggering events."""
-        from mailtrace.resend.drop import plan_drops
+        from mailtrace.resend.drop import plan_drops, record_set_aside_drops
 
-        return plan_drops(get_current_context()["triggering_asset_events"].get(RESEND_DROPS, []))
+        events = get_current_context()["triggering_asset_events"].get(RESEND_DROPS, [])
+        return plan_drops(events, record_set_aside=record_set_aside_drops)
 
     TriggerDagRunOperator.partial(
         task_id="start_dry_run",

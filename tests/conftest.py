@@ -265,3 +265,26 @@ def pytest_collection_modifyitems(config, items):
             or module.startswith("test_e2e")
         ):
             item.add_marker(pytest.mark.services)
+
+
+@pytest.fixture
+def as_viewer():
+    """A TestClient of the Delivery page's app whose requests come from `viewer` (its auth dependency
+    overridden). The app is imported here, not at the top: most tests never need FastAPI."""
+    from fastapi.testclient import TestClient
+
+    from mailtrace.ui import app as ui_app
+    from mailtrace.ui.auth import get_viewer
+
+    clients = []
+
+    def make(viewer) -> TestClient:
+        ui_app.app.dependency_overrides[get_viewer] = lambda: viewer
+        client = TestClient(ui_app.app)
+        clients.append(client)
+        return client
+
+    yield make
+    ui_app.app.dependency_overrides.clear()
+    for client in clients:
+        client.close()

@@ -89,3 +89,47 @@ def test_the_index_check_records_a_missing_index_and_resolves_it_once_built(ware
         conn.execute(definition)
         warn_missing_input_indexes(conn, INPUT_LOOKUPS["contact"])
     assert [r[4] for r in rows(conn)] == [False]
+
+
+def _store_notify_status(conn, reference, raw_status, delivery_status, event_at):
+    conn.execute(
+        """INSERT INTO mailtrace.provider_event
+               (provider, provider_reference, raw_status, delivery_status, event_at, observed_at, source)
+           VALUES ('gc_notify', %s, %s, %s, %s, %s, 'test')""",
+        (reference, raw_status, delivery_status, event_at, event_at),
+    )
+
+
+def test_an_unmapped_notify_status_stays_open_until_no_notification_is_held_back_by_it(warehouse_conn):
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from mailtrace.notify_extract import _report_unmapped
+    from mailtrace.pipeline_warnings import UNMAPPED_NOTIFY_STATUS
+
+    conn = warehouse_conn
+    sent = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    _store_notify_status(conn, "n-1", "returned-to-sender", None, sent)
+    _store_notify_status(conn, "n-2", "returned-to-sender", None, sent)
+    _report_unmapped(conn, Counter({"returned-to-sender": 2}))
+
+    def open_statuses():
+        return conn.execute(
+            "SELECT subject FROM mailtrace.pipeline_warning WHERE kind = %s AND resolved_at IS NULL",
+            (UNMAPPED_NOTIFY_STATUS,),
+        ).fetchall()
+
+    # The next walk does not meet the status (its notifications are older than the walk's window): the
+    # notifications are still without a verdict, so the warning holds.
+    _report_unmapped(conn, Counter())
+    assert open_statuses() == [("returned-to-sender",)]
+
+    # One of them gets a mapped status later: the other still holds the warning open.
+    _store_notify_status(conn, "n-1", "delivered", "delivered", sent + timedelta(minutes=5))
+    _report_unmapped(conn, Counter())
+    assert open_statuses() == [("returned-to-sender",)]
+
+    # Both have: resolved.
+    _store_notify_status(conn, "n-2", "permanent-failure", "permanent_failure", sent + timedelta(minutes=5))
+    _report_unmapped(conn, Counter())
+    assert open_statuses() == []

@@ -20,13 +20,14 @@ random moments, then one clean run.
 from __future__ import annotations
 
 import os
+import queue
 import random
-import select
 import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -342,25 +343,31 @@ def child_stderr(child: subprocess.Popen) -> str:
 def kill_at_marker(child: subprocess.Popen, point: str, limit: float = 420) -> None:
     """Wait for the child to reach its kill point, then SIGKILL it.
 
-    The limit is a deadline for a loaded CI machine (the child imports Airflow's providers and extracts
-    the whole simulator page by page first), not a speed assertion.
+    Its stdout is read by a thread, line by line: `select` on the pipe misses a marker that arrived in the
+    same read as an earlier line (it sits in the reader's buffer, the pipe looks empty). The limit is a
+    deadline for a loaded CI machine, not a speed assertion.
     """
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read_lines() -> None:
+        for line in child.stdout:
+            lines.put(line)
+        lines.put(None)  # end of output: the child exited
+
+    threading.Thread(target=read_lines, daemon=True).start()
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([child.stdout], [], [], 1)
-        if ready:
-            line = child.stdout.readline()
-            if line.startswith(MARKER):
-                assert line.split()[1] == point
-                break
-            if not line:  # the child exited without reaching the point
-                child.wait()
-                raise AssertionError(
-                    f"child ended (rc {child.returncode}) before {point}: {child_stderr(child)}"
-                )
-    else:
-        child.kill()
-        raise AssertionError(f"child never reached {point}: {child_stderr(child)}")
+    while True:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            child.kill()
+            raise AssertionError(f"child never reached {point}: {child_stderr(child)}") from None
+        if line is None:
+            child.wait()
+            raise AssertionError(f"child ended (rc {child.returncode}) before {point}: {child_stderr(child)}")
+        if line.startswith(MARKER):
+            assert line.split()[1] == point
+            break
     child.send_signal(signal.SIGKILL)
     assert child.wait(timeout=30) == -signal.SIGKILL
     child.stdout.close()

@@ -973,6 +973,35 @@ def test_correction_email_escapes_data_in_html():
     assert "Read the details before acting: 1 / 0" in text
 
 
+def test_correction_leaves_out_reasons_whose_changes_cancel_out_in_plain_words():
+    """Two reasons the email words alike (both outside the contract) moved 5 -> 3 and 3 -> 5: merged,
+    they are no change and not listed; a real change beside them is."""
+    context = {
+        "period_label": "2026-W02",
+        "first_day": "2026-01-05",
+        "last_day": "2026-01-11",
+        "timezone": "America/Vancouver",
+        "row_count": 9,
+        "was": 8,
+        "more": 1,
+        "was_sent_at": "2026-01-12 06:01",
+        "by_type": [],
+        "by_reason": [
+            {"delivery_status": "permanent_failure", "failure_reason": "odd_one", "was": 5, "now": 3},
+            {"delivery_status": "permanent_failure", "failure_reason": "odd_two", "was": 3, "now": 5},
+            {"delivery_status": "not_at_provider", "failure_reason": None, "was": 0, "now": 1},
+        ],
+        "delivery": "attachment",
+        "filename": "report.csv",
+        "link": "",
+        "link_expires": "",
+        "s3_uri": "s3://bucket/key",
+    }
+    _, text, _ = report.render_correction(context)
+    assert "8 / 8" not in text and "Read the details before acting" not in text
+    assert "Send it again: 0 / 1" in text
+
+
 def test_migration_gives_existing_reports_a_window_and_what_was_sent(empty_database_dsn, tmp_path):
     """Reports built before migration 009 continue the chain from their build time; a mailed report's
     content counts as what the examiners received, so its correction can say what changed."""

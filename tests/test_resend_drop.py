@@ -340,3 +340,31 @@ def test_an_upload_gives_one_dry_run_in_the_ledger_even_when_its_event_comes_twi
     ]
     rows = list(csv.DictReader(io.StringIO(body.read().decode())))
     assert [(row["subject_id"], row["decision"]) for row in rows] == [(s, "would_send") for s in subjects]
+
+
+def test_an_upload_set_aside_is_recorded_for_the_health_panel_and_s3s_test_event_is_not(
+    monkeypatch, warehouse_conn
+):
+    from datetime import UTC, datetime, timedelta
+
+    from mailtrace.resend.drop import record_set_aside_drops
+    from mailtrace.ui.health import recorded_warnings
+
+    monkeypatch.setenv("AIRFLOW_VAR_MAILTRACE_REPORT_BUCKET", BUCKET)
+    batch = [
+        message({"Event": "s3:TestEvent", "Service": "Amazon S3", "Bucket": BUCKET}),
+        message({"Records": [s3_record("resend-requests/INC-7/batch1/ids.csv")]}),  # one folder too deep
+        message({"Records": [s3_record("resend-requests/INC-7/ids.csv")]}),
+    ]
+    handed = []
+    (planned,) = plan_drops([SimpleNamespace(extra={"payload": {"message_batch": batch}})], handed.extend)
+    assert planned["conf"]["ids_s3_uri"] == f"{PREFIX}INC-7/ids.csv"  # the good one still goes on
+    assert [item.what for item in handed] == [f"{PREFIX}INC-7/batch1/ids.csv"]
+
+    record_set_aside_drops(handed)
+    now = datetime.now(UTC)
+    (warning,) = recorded_warnings(warehouse_conn, now)
+    assert (warning["kind"], warning["subject"]) == ("s3_drop_set_aside", f"{PREFIX}INC-7/batch1/ids.csv")
+    assert warning["message"] == handed[0].reason
+    # An event, not a condition: shown for a week after it was last met, then no longer.
+    assert recorded_warnings(warehouse_conn, now + timedelta(days=8)) == []

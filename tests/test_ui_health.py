@@ -116,6 +116,12 @@ def test_dag_levels_follow_the_age_of_the_last_success(warehouse_conn, dag_runs,
     assert dags["mailtrace_resend"]["newest_run_state"] == "success"
     assert dags["mailtrace_resend"]["level"] == "idle"
 
+    # The S3 drop DAG runs on events, with nobody watching: its failed newest run is red.
+    dag_runs("mailtrace_resend_drop", "success", ago(hours=3))
+    dag_runs("mailtrace_resend_drop", "failed", ago(minutes=2))
+    drop = by(client.get("/api/health").json()["dags"], "dag_id")["mailtrace_resend_drop"]
+    assert (drop["newest_run_state"], drop["level"]) == ("failed", "red")
+
     # A failed run after a recent success is amber, and the newest state says so.
     dag_runs("mailtrace_notify_pipeline", "failed", ago(minutes=1))
     notify = by(client.get("/api/health").json()["dags"], "dag_id")["mailtrace_notify_pipeline"]

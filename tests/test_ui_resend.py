@@ -10,11 +10,9 @@ import urllib.request
 
 import pytest
 import resend_seed
-from fastapi.testclient import TestClient
 
 from mailtrace.resend.counts import empty_counts, fold
-from mailtrace.ui import app as ui_app
-from mailtrace.ui.auth import Viewer, get_viewer
+from mailtrace.ui.auth import Viewer
 
 EXAMINER = Viewer(name="examiner", full_addresses=False)
 ADMIN = Viewer(name="admin", full_addresses=True)
@@ -62,22 +60,6 @@ def seeded(warehouse_conn, notify_sim, s3_bucket, aws, monkeypatch):
     resend_seed.configure(monkeypatch, s3_bucket)
     summaries = resend_seed.seed(warehouse_conn, aws.client("s3"), s3_bucket)
     return summaries
-
-
-@pytest.fixture
-def as_viewer():
-    clients = []
-
-    def make(viewer: Viewer) -> TestClient:
-        ui_app.app.dependency_overrides[get_viewer] = lambda: viewer
-        client = TestClient(ui_app.app)
-        clients.append(client)
-        return client
-
-    yield make
-    ui_app.app.dependency_overrides.clear()
-    for client in clients:
-        client.close()
 
 
 def test_incidents_newest_first_with_runs_and_the_counts_summarize_returned(seeded, as_viewer):

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from devtools.seed import EVENT_COLUMNS as LOG_COLUMNS
 from mailtrace.ui import app as ui_app
-from mailtrace.ui.auth import Viewer, get_viewer
+from mailtrace.ui.auth import Viewer
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 ALICE = "alice.smith@example.gov"
@@ -287,23 +287,6 @@ def add_report(conn, *, bucket, key, kind, start, rows=3, label=None) -> int:
                RETURNING id""",
             (bucket, key, kind, start, start + timedelta(days=7), label or key, rows, "0" * 64),
         ).fetchone()[0]
-
-
-@pytest.fixture
-def as_viewer():
-    """A TestClient whose requests come from `viewer` (the app's auth dependency overridden)."""
-    clients = []
-
-    def make(viewer: Viewer) -> TestClient:
-        ui_app.app.dependency_overrides[get_viewer] = lambda: viewer
-        client = TestClient(ui_app.app)
-        clients.append(client)
-        return client
-
-    yield make
-    ui_app.app.dependency_overrides.clear()
-    for client in clients:
-        client.close()
 
 
 ROUTES = [

@@ -168,11 +168,12 @@ class _ListWalk:
 
 
 def _report_unmapped(
-    conn: psycopg.Connection, unmapped: Counter[str] | Iterable[ProviderEvent], *, whole_walk: bool
+    conn: psycopg.Connection, unmapped: Counter[str] | Iterable[ProviderEvent]
 ) -> dict[str, int]:
     """Count statuses mailtrace cannot map (stored raw, delivery_status NULL), warn about them and record
-    them for the health panel. `whole_walk`: the list walk saw every recent status, so a status it no
-    longer meets is resolved; a few look-ups prove nothing about the others.
+    them for the health panel. A recorded status is resolved only once no stored row of it still holds a
+    notification back from its verdict (a walk sees only recent notifications, so not meeting a status
+    again proves nothing).
     """
     if not isinstance(unmapped, Counter):
         unmapped = Counter(e.raw_status for e in unmapped if e.delivery_status is None)
@@ -191,7 +192,11 @@ def _report_unmapped(
         for status, count in unmapped.items()
     }
     with conn.transaction():
-        record_check(conn, UNMAPPED_NOTIFY_STATUS, warnings, checked=None if whole_walk else [])
+        resolvable = conn.execute(
+            read_sql("pipeline_warning/resolvable_unmapped_statuses.sql"), {"kind": UNMAPPED_NOTIFY_STATUS}
+        ).fetchall()
+        checked = [subject for (subject,) in resolvable if subject not in warnings]
+        record_check(conn, UNMAPPED_NOTIFY_STATUS, warnings, checked=checked)
     return dict(unmapped)
 
 
@@ -285,7 +290,7 @@ def extract_list(
         "late_receipt_sweep": sweep,
         "watermark": new_watermark,
         "retries": client.retries,
-        "unmapped_statuses": _report_unmapped(conn, walk.unmapped, whole_walk=True),
+        "unmapped_statuses": _report_unmapped(conn, walk.unmapped),
         "quarantined": quarantine.report("notify list extract"),
     }
     log.info("notify list extract: %s", result)
@@ -345,7 +350,7 @@ def lookup_open_events(
             read_sql("notify_record_lookups.sql"),
             {"event_ids": checked_ids, "found": found_flags, "checked_at": now},
         )
-    _report_unmapped(conn, events, whole_walk=False)
+    _report_unmapped(conn, events)
     result = {
         "checked": len(checked_ids),
         "missing": found_flags.count(False),

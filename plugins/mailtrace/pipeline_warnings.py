@@ -19,6 +19,11 @@ from mailtrace.privacy import mask_text
 
 MISSING_INPUT_INDEX = "missing_input_index"
 UNMAPPED_NOTIFY_STATUS = "unmapped_notify_status"
+S3_DROP_SET_ASIDE = "s3_drop_set_aside"
+# Warnings about one event rather than a standing condition: nothing resolves them, so the health panel
+# shows them for this long after they were last met.
+EVENT_KINDS = (S3_DROP_SET_ASIDE,)
+EVENT_SHOWN_FOR_DAYS = 7
 
 
 def record_check(

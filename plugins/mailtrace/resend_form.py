@@ -100,7 +100,7 @@ def trigger_form() -> dict[str, Param]:
             description_md=(
                 "**Give exactly one of this and *IDs typed in*.** The `s3://` address of the uploaded list, "
                 "e.g. `s3://<report bucket>/resend-requests/INC-2026-014/ids.csv`: `s3://`, the bucket, `/`, "
-                "the file's key, with no spaces or line breaks. Lists are read only under "
+                "the file's key (spaces are fine), with no line breaks. Lists are read only under "
                 "`resend-requests/` in the report bucket (Variable `mailtrace_resend_ids_prefix`). The "
                 "file: CSV in UTF-8, one ID per line (a header line such as `registration_number` is fine), "
                 "at most 5 MB and 100,000 rows."

@@ -106,9 +106,13 @@ def render_correction(context: dict) -> tuple[str, str, str]:
     base_url = context.pop("delivery_page_url")
     days = {"first_day": context["first_day"], "last_day": context["last_day"]}
     context["period_link"] = period_link(base_url, **days)
-    context["action_groups"] = action_groups(
-        context.pop("by_reason"), counts=("was", "now"), base_url=base_url, **days
-    )
+    groups = action_groups(context.pop("by_reason"), counts=("was", "now"), base_url=base_url, **days)
+    # Reasons said in the same words are merged into one line: one whose changes cancel out is no change.
+    context["action_groups"] = [
+        {**group, "rows": changed}
+        for group in groups
+        if (changed := [row for row in group["rows"] if row["was"] != row["now"]])
+    ]
     env = _jinja()
     text = env.get_template("weekly_report_correction.txt.j2").render(context)
     html = env.get_template("weekly_report_correction.html.j2").render(context)

@@ -14,7 +14,10 @@ reason in the log and never stops the other drops of the batch.
 SQS delivers at least once, so one upload can arrive twice. Its dry run's `run_id` is derived from the
 object (bucket, key, version id or else ETag): the second trigger finds that run already there and is
 skipped, so one upload starts one dry run. Uploading the same bytes again under the same name is the same
-object version and starts nothing; to plan again, upload under a new name or trigger by hand.
+object version and starts nothing; to plan again, upload under a new name or trigger by hand. The dry
+run reads the list at `s3://bucket/key` when it runs, i.e. its newest version: a corrected list uploaded
+under the same name before the first dry run ran is what both dry runs plan (each outcome CSV lists what
+was read).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -61,10 +64,12 @@ class Drop:
 
 @dataclass(frozen=True)
 class SetAside:
-    """Something read from the queue that does not start a dry run, and why."""
+    """Something read from the queue that does not start a dry run, and why. `expected`: nothing anyone
+    needs to hear about (S3's test event when the notification is configured)."""
 
     what: str
     reason: str
+    expected: bool = False
 
 
 def incident_of(bucket: str, key: str, ids_prefix: str) -> tuple[str | None, str]:
@@ -132,7 +137,9 @@ def drops_in(messages: Iterable[Mapping[str, Any]], ids_prefix: str) -> tuple[li
             set_aside.append(SetAside(name, "body is not JSON"))
             continue
         if isinstance(body, dict) and body.get("Event") == S3_TEST_EVENT:
-            set_aside.append(SetAside(name, "S3's test event (sent when the notification is configured)"))
+            set_aside.append(
+                SetAside(name, "S3's test event (sent when the notification is configured)", expected=True)
+            )
             continue
         records = body.get("Records") if isinstance(body, dict) else None
         if not isinstance(records, list) or not records:
@@ -164,8 +171,12 @@ def dry_run_conf(drop: Drop, id_type: str) -> dict[str, Any]:
     return {"incident_id": drop.incident_id, "ids_s3_uri": drop.uri, "id_type": id_type, "dry_run": True}
 
 
-def plan_drops(asset_events: Iterable[Any]) -> list[dict[str, Any]]:
-    """One `mailtrace_resend` trigger (run id and conf) per drop in the events; logs what is set aside.
+def plan_drops(
+    asset_events: Iterable[Any], record_set_aside: Callable[[list[SetAside]], None] | None = None
+) -> list[dict[str, Any]]:
+    """One `mailtrace_resend` trigger (run id and conf) per drop in the events; logs what is set aside
+    and hands what someone should hear about to `record_set_aside` (the DAG records it for the health
+    panel: an upload that starts nothing must not be only a log line).
 
     Variables: `mailtrace_resend_ids_prefix` (where drops are), `mailtrace_resend_drop_id_type`.
     """
@@ -184,4 +195,17 @@ def plan_drops(asset_events: Iterable[Any]) -> list[dict[str, Any]]:
     for drop in drops:
         log.info("S3 drop %s: dry run %s of incident %s", mask_text(drop.uri), drop.run_id, drop.incident_id)
     log.info("%d drops to dry-run, %d set aside", len(drops), len(set_aside))
+    unexpected = [item for item in set_aside if not item.expected]
+    if unexpected and record_set_aside is not None:
+        record_set_aside(unexpected)
     return [{"trigger_run_id": drop.run_id, "conf": dry_run_conf(drop, id_type)} for drop in drops]
+
+
+def record_set_aside_drops(set_aside: list[SetAside]) -> None:
+    """Keep each set-aside upload as a pipeline warning (the health panel shows it for a week)."""
+    from mailtrace.pipeline_warnings import S3_DROP_SET_ASIDE, record_check
+    from mailtrace.warehouse import connect
+
+    with connect() as conn, conn.transaction():
+        # checked=[]: an upload set aside is an event, not a condition a later run can see gone.
+        record_check(conn, S3_DROP_SET_ASIDE, {item.what: item.reason for item in set_aside}, checked=[])

@@ -30,7 +30,8 @@ def _sql(name: str) -> str:
     return read_sql(f"ui/{name}.sql")
 
 
-def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def query_rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of `sql/ui/<name>.sql` as dicts."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_sql(name), params)
         return cur.fetchall()
@@ -97,7 +98,9 @@ def trend(
     zone = ZoneInfo(timezone)
     since = datetime.combine(first, time.min, tzinfo=zone)
     until = datetime.combine(last + timedelta(days=1), time.min, tzinfo=zone)
-    rows = _rows(conn, "trend", {"since": since, "until": until, "timezone": timezone, "provider": provider})
+    rows = query_rows(
+        conn, "trend", {"since": since, "until": until, "timezone": timezone, "provider": provider}
+    )
     count = (last - first).days + 1
     calendar = [first + timedelta(days=i) for i in range(count)]
     per_day: dict[date, dict[str, Any]] = {day: _blank() for day in calendar}
@@ -151,7 +154,7 @@ def _listing(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def flagged(conn: psycopg.Connection, *, limit: int, offset: int = 0, **filters: Any) -> dict[str, Any]:
     """Flagged subjects, newest first; filters: reason, subject_type, since, until (flagged_at)."""
     params = {"reason": None, "subject_type": None, "since": None, "until": None, **filters}
-    return _listing(_rows(conn, "flagged", {**params, "limit": limit, "offset": offset}))
+    return _listing(query_rows(conn, "flagged", {**params, "limit": limit, "offset": offset}))
 
 
 def not_at_provider(
@@ -160,7 +163,7 @@ def not_at_provider(
     """Sends unknown to the provider, newest first; filters: until, notification_type, provider."""
     params = {"until": None, "notification_type": None, "provider": None, **filters}
     return _listing(
-        _rows(conn, "not_at_provider", {**params, "since": since, "limit": limit, "offset": offset})
+        query_rows(conn, "not_at_provider", {**params, "since": since, "limit": limit, "offset": offset})
     )
 
 
@@ -170,21 +173,21 @@ def pending_too_long(
     """Sends without a final verdict, oldest first; filters: since, notification_type, provider, status."""
     params = {"since": None, "notification_type": None, "provider": None, "status": None, **filters}
     return _listing(
-        _rows(conn, "pending", {**params, "older_than": older_than, "limit": limit, "offset": offset})
+        query_rows(conn, "pending", {**params, "older_than": older_than, "limit": limit, "offset": offset})
     )
 
 
 def search(conn: psycopg.Connection, text: str, *, limit: int = SEARCH_LIMIT) -> list[dict[str, Any]]:
     """Subjects found by subject id, email address or provider reference (see sql/ui/search.sql)."""
-    return _rows(conn, "search", {"q": text, "limit": limit})
+    return query_rows(conn, "search", {"q": text, "limit": limit})
 
 
 def reports(conn: psycopg.Connection, *, kinds: list[str], limit: int) -> list[dict[str, Any]]:
-    return _rows(conn, "reports", {"kinds": kinds, "limit": limit})
+    return query_rows(conn, "reports", {"kinds": kinds, "limit": limit})
 
 
 def report_object(conn: psycopg.Connection, report_id: int) -> dict[str, Any] | None:
-    rows = _rows(conn, "report_object", {"report_id": report_id})
+    rows = query_rows(conn, "report_object", {"report_id": report_id})
     return rows[0] if rows else None
 
 
@@ -202,17 +205,17 @@ def subject_timeline(
     if subject_type:
         types = [subject_type]
     else:
-        types = [row["subject_type"] for row in _rows(conn, "subject_types", {"subject_id": subject_id})]
+        types = [row["subject_type"] for row in query_rows(conn, "subject_types", {"subject_id": subject_id})]
     params = {"subject_id": subject_id, "subject_types": types}
-    contacts = _rows(conn, "subject_contacts", params)
-    events = _rows(conn, "subject_events", {**params, "limit": limit, "offset": offset})
-    history = _rows(conn, "subject_flag_history", params)
+    contacts = query_rows(conn, "subject_contacts", params)
+    events = query_rows(conn, "subject_events", {**params, "limit": limit, "offset": offset})
+    history = query_rows(conn, "subject_flag_history", params)
     if not (contacts or events or history):
         return None
     truncated = len(events) > limit
     events = events[:limit]
     by_event: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in _rows(conn, "subject_provider_events", {"event_ids": [e["event_id"] for e in events]}):
+    for row in query_rows(conn, "subject_provider_events", {"event_ids": [e["event_id"] for e in events]}):
         by_event[row.pop("event_id")].append(row)
     return {
         "subject_id": subject_id,

@@ -30,6 +30,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from mailtrace.paths import read_sql
+from mailtrace.pipeline_warnings import EVENT_KINDS, EVENT_SHOWN_FOR_DAYS
 from mailtrace.settings import REGISTRY, VARIABLE_PREFIX, decoded, setting_from
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ DAG_CADENCE = {
     "mailtrace_weekly_report": timedelta(days=7),
 }
 TRIGGERED_DAGS = ("mailtrace_resend", "mailtrace_resend_drop", "mailtrace_flags_rebuild")
+# Triggered by events, not by a person watching the run: a failed newest run is red, or nobody learns of it.
+UNATTENDED_DAGS = ("mailtrace_resend_drop",)
 DAG_AMBER_CADENCES = 3
 DAG_RED_CADENCES = 12
 RECEIPTS_AMBER = timedelta(hours=1)
@@ -105,7 +108,7 @@ def dag_health(now: datetime) -> list[dict[str, Any]]:
         state, run_after = newest.get(dag_id, (None, None))
         cadence = DAG_CADENCE.get(dag_id)
         if cadence is None:
-            level = "idle"
+            level = "red" if dag_id in UNATTENDED_DAGS and state == "failed" else "idle"
         elif success is None or now - success > cadence * DAG_RED_CADENCES:
             level = "red"
         elif now - success > cadence * DAG_AMBER_CADENCES or state == "failed":
@@ -241,7 +244,10 @@ def recorded_warnings(conn: psycopg.Connection, now: datetime) -> list[dict[str,
     a source index CONTRACT.md §1 asks for that the planner cannot use, a Notify status not mapped, ...
     """
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(read_sql("ui/health_warnings.sql")).fetchall()
+        rows = cur.execute(
+            read_sql("ui/health_warnings.sql"),
+            {"event_kinds": list(EVENT_KINDS), "shown_since": now - timedelta(days=EVENT_SHOWN_FOR_DAYS)},
+        ).fetchall()
     return [
         {**row, "last_seen_age_seconds": _age(now, row["last_seen_at"]), "level": "amber"} for row in rows
     ]

@@ -10,28 +10,15 @@ the Airflow UI shows them.
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import cache
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
-from mailtrace.paths import read_sql
 from mailtrace.resend.counts import run_counts
 from mailtrace.resend.drop import RUN_ID_PREFIX as DROP_RUN_ID_PREFIX
+from mailtrace.ui.data import query_rows
 
 DEFAULT_INCIDENTS = 10
-
-
-@cache
-def _sql(name: str) -> str:
-    return read_sql(f"ui/{name}.sql")
-
-
-def _rows(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_sql(name), params)
-        return cur.fetchall()
 
 
 def started_by(run_id: str) -> str:
@@ -56,10 +43,11 @@ def incidents(
     `force_resend`, the list's `ids_s3_uri` or `inline_ids` true), `planned_at`, `finished_at`, `rows_read`,
     `chunks`, `outcome_uri` and `counts` (see `mailtrace.resend.counts.empty_counts`).
     """
-    found = _rows(conn, "resend_incidents", {"incident_id": incident_id, "limit": limit, "offset": offset})
+    paging = {"incident_id": incident_id, "limit": limit, "offset": offset}
+    found = query_rows(conn, "resend_incidents", paging)
     total = found[0]["total"] if found else 0
     names = [row["incident_id"] for row in found]
-    runs = _rows(conn, "resend_runs", {"incidents": names}) if names else []
+    runs = query_rows(conn, "resend_runs", {"incidents": names}) if names else []
     counts = run_counts(conn, [run["dag_run_id"] for run in runs]) if runs else {}
     by_incident: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
@@ -83,5 +71,5 @@ def incidents(
 
 def outcome_uri(conn: psycopg.Connection, run_id: str) -> str | None:
     """The s3:// URI of the run's outcome CSV, or None when the run is unknown or wrote none."""
-    rows = _rows(conn, "resend_outcome", {"run_id": run_id})
+    rows = query_rows(conn, "resend_outcome", {"run_id": run_id})
     return rows[0]["outcome_uri"] if rows else None
