@@ -238,6 +238,13 @@ def run_chromium(chromium: str, profile: Path, *args: str) -> subprocess.Complet
     )
 
 
+def loaded_dom(chromium: str, profile: Path, page: str, *flags: str) -> str:
+    """The page's DOM once its script has drawn everything (`data-loaded` on <body>)."""
+    dumped = run_chromium(chromium, profile, "--virtual-time-budget=10000", *flags, "--dump-dom", page)
+    assert 'data-loaded="true"' in dumped.stdout, dumped.stderr[-2000:]
+    return dumped.stdout
+
+
 def element_screenshot(chromium: str, profile: Path, url: str, selector: str, target: Path) -> None:
     """Save a PNG of one element of the loaded page, wherever it is on the page.
 
@@ -311,16 +318,7 @@ def test_delivery_page_renders_chart_and_timeline_in_chromium(chromium, warehous
     assert status == 200 and json.loads(body)["full_addresses"] is True
 
     page = f"{api_server}/mailtrace/?subject=STR-000001"
-    dumped = run_chromium(
-        chromium,
-        tmp_path / "profile-dom",
-        "--virtual-time-budget=10000",
-        "--window-size=1280,900",
-        "--dump-dom",
-        page,
-    )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    dom = loaded_dom(chromium, tmp_path / "profile-dom", page, "--window-size=1280,900")
 
     # The chart: an SVG with one column per day, failure bars and the delivery-rate line.
     chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dom, re.S)
@@ -447,11 +445,7 @@ def test_health_panel_shows_dag_runs_receipts_and_set_aside_items(
     add_dag_run(home, "mailtrace_ses_events", "failed", 3)
 
     page = f"{api_server}/mailtrace/"
-    dumped = run_chromium(
-        chromium, tmp_path / "profile-health", "--virtual-time-budget=10000", "--dump-dom", page
-    )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    dom = loaded_dom(chromium, tmp_path / "profile-health", page)
     panel = re.search(r'<div id="health-panel">.*?</section>', dom, re.S)
     assert panel, "health panel not rendered"
     text = panel.group(0)
@@ -507,15 +501,7 @@ def test_trend_splits_providers_and_draws_reputation_limits(chromium, warehouse_
     populate(warehouse_conn)
     with warehouse_conn.transaction():
         add_ses_sends(warehouse_conn)
-    dumped = run_chromium(
-        chromium,
-        tmp_path / "profile-trend",
-        "--virtual-time-budget=10000",
-        "--dump-dom",
-        f"{api_server}/mailtrace/",
-    )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    dom = loaded_dom(chromium, tmp_path / "profile-trend", f"{api_server}/mailtrace/")
     chart = re.search(r'<svg[^>]*id="trend-chart"[^>]*>.*?</svg>', dom, re.S).group(0)
     assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="gc_notify"', chart)
     assert re.search(r'<path class="rate-line" d="M[^"]+"[^>]*data-provider="ses"', chart)
@@ -543,16 +529,12 @@ def test_trend_splits_providers_and_draws_reputation_limits(chromium, warehouse_
 
 
 def test_empty_warehouse_says_no_data_in_dark_mode(chromium, warehouse_conn, api_server, tmp_path):
-    dumped = run_chromium(
+    dom = loaded_dom(
         chromium,
         tmp_path / "profile-empty",
-        "--virtual-time-budget=10000",
-        "--blink-settings=preferredColorScheme=0",
-        "--dump-dom",
         f"{api_server}/mailtrace/?pending_hours=0",
+        "--blink-settings=preferredColorScheme=0",
     )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
     # A bad parameter is said in words.
     assert "Could not load: hours: Input should be greater than or equal to 1" in dom
     assert "[object Object]" not in dom
@@ -568,16 +550,7 @@ def test_search_by_address_and_export_a_filtered_list(chromium, warehouse_conn, 
     # An address in another letter case finds its subject and opens the timeline; the URL then names the
     # subject, not the address.
     page = f"{api_server}/mailtrace/?q=Alice.Smith%40EXAMPLE.gov"
-    dumped = run_chromium(
-        chromium,
-        tmp_path / "profile-search",
-        "--virtual-time-budget=10000",
-        "--window-size=1280,900",
-        "--dump-dom",
-        page,
-    )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    dom = loaded_dom(chromium, tmp_path / "profile-search", page, "--window-size=1280,900")
     assert '<div id="timeline-result" data-subject="STR-000001">' in dom
     screenshot = ARTIFACTS / "delivery-search-by-address.png"
     screenshot.unlink(missing_ok=True)
@@ -639,16 +612,7 @@ def test_resend_section_shows_each_runs_decisions_and_emails(
     resend_seed.configure(monkeypatch, s3_bucket)
     resend_seed.seed(warehouse_conn, aws.client("s3"), s3_bucket)
     page = f"{api_server}/mailtrace/?resend_incident={resend_seed.INCIDENT}"
-    dumped = run_chromium(
-        chromium,
-        tmp_path / "profile-resend",
-        "--virtual-time-budget=10000",
-        "--window-size=1280,900",
-        "--dump-dom",
-        page,
-    )
-    dom = dumped.stdout
-    assert 'data-loaded="true"' in dom, dumped.stderr[-2000:]
+    dom = loaded_dom(chromium, tmp_path / "profile-resend", page, "--window-size=1280,900")
     assert "Could not load" not in dom and "[object Object]" not in dom
     section = re.search(r'<section id="resend">.*?</section>', dom, re.S).group(0)
     # The URL named one incident: only its runs, the real run above the dry run.
