@@ -7,6 +7,12 @@ from typing import Any
 AWS_CONN_ID = "aws_default"
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """(bucket, key) of `s3://bucket/key` (key may be empty or a prefix); no I/O, no hook."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
 def s3_hook(*, content_type: str | None = None) -> Any:
     """An S3Hook on `aws_default`; `content_type` is set on every object it uploads.
 

@@ -33,6 +33,7 @@ from urllib.parse import unquote_plus
 
 from mailtrace.privacy import mask_text
 from mailtrace.resend.constants import INCIDENT_ID_PATTERN
+from mailtrace.s3 import split_s3_uri
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def incident_of(bucket: str, key: str, ids_prefix: str) -> tuple[str | None, str
 
     `ids_prefix` is `s3://<bucket>/<prefix>/` as `mailtrace.resend.validation.ids_prefix` returns it.
     """
-    allowed_bucket, _, key_prefix = ids_prefix.removeprefix("s3://").partition("/")
+    allowed_bucket, key_prefix = split_s3_uri(ids_prefix)
     if bucket != allowed_bucket:
         return None, f"bucket {bucket!r} is not the resend bucket {allowed_bucket!r}"
     if not key.startswith(key_prefix):

@@ -26,6 +26,7 @@ from mailtrace.resend.errors import ResendInputError
 from mailtrace.resend.params import ResendParams
 from mailtrace.resend.states import DecisionKind, Reason
 from mailtrace.resend.storage import read_s3_object
+from mailtrace.s3 import split_s3_uri
 from mailtrace.settings import required_setting, setting
 
 
@@ -69,7 +70,7 @@ def ids_prefix() -> str:
     value = setting("resend_ids_prefix")
     if not value:
         value = f"s3://{required_setting('report_bucket', 'the resend')}/{REQUESTS_PREFIX}/"
-    bucket, _, key_prefix = value.removeprefix("s3://").partition("/")
+    bucket, key_prefix = split_s3_uri(value)
     if not value.startswith("s3://") or not bucket:
         raise ResendInputError(
             f"Variable mailtrace_resend_ids_prefix must be an s3://bucket/prefix/ URI (got {value[:80]!r})"
@@ -81,7 +82,7 @@ def ids_prefix() -> str:
 def check_ids_uri(uri: str) -> None:
     """Refuse an `ids_s3_uri` outside the allowed prefix, naming the prefix to upload under."""
     allowed = ids_prefix()
-    key = uri.removeprefix("s3://").partition("/")[2]
+    _, key = split_s3_uri(uri)
     if not uri.startswith(allowed) or any(part in (".", "..") for part in key.split("/")):
         raise ResendInputError(
             f"ids_s3_uri must be under {allowed} (got {uri[:200]!r}); upload the list to "

@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailtrace.paths import TEMPLATES_DIR
+from mailtrace.s3 import split_s3_uri
 from mailtrace.settings import REGISTRY
 from mailtrace.ui import data, health, resend
 from mailtrace.ui.auth import Viewer, get_viewer, login_url
@@ -391,7 +392,7 @@ def build_router() -> APIRouter:
         uri = resend.outcome_uri(conn, run_id)
         if not uri:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "No outcome CSV for this run")
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        bucket, key = split_s3_uri(uri)
         return _redirect_to_object(bucket, key, "the outcome CSV")
 
     @router.get("/api/timeline")
