@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+import mailtrace.reconcile
 from mailtrace.input_indexes import INPUT_LOOKUPS, missing_index_warnings
 from mailtrace.notify_extract import extract_list
 from mailtrace.providers.gc_notify import NotifyClient
 from mailtrace.reconcile import reconcile
-from mailtrace.warehouse import apply_migrations
+from mailtrace.warehouse import apply_migrations, indexes_built_after
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -167,6 +168,110 @@ def test_a_run_with_nothing_new_reads_only_the_overlap(warehouse_conn):
         "orphans_adopted": 0,
         "catch_up": 0,
     }
+
+
+def _index_definitions(conn, table, *, commit=True):
+    rows = conn.execute(
+        """SELECT indexname, indexdef FROM pg_indexes
+           WHERE schemaname = 'mailtrace' AND tablename = %s ORDER BY 1""",
+        (table,),
+    ).fetchall()
+    if commit:
+        conn.commit()
+    return rows
+
+
+def _judged(conn):
+    rows = conn.execute(
+        """SELECT event_id, delivery_status, failure_reason, delivery_detail
+           FROM mailtrace.notification_status ORDER BY event_id"""
+    ).fetchall()
+    conn.commit()
+    return rows
+
+
+def test_a_first_run_builds_delivery_indexes_after_its_verdicts_and_judges_the_same(
+    warehouse_conn, notify_sim, monkeypatch, caplog
+):
+    """The first run on a log fills an empty delivery with its indexes dropped, then builds them again: the
+    table ends with exactly the migrations' indexes and key, and every verdict is the one the row-by-row
+    route gives the same log."""
+    statuses = ["delivered", "permanent-failure", "temporary-failure", "technical-failure", "sending"]
+    references = [str(uuid.uuid4()) for _ in range(25)]
+    notify_sim.add_notifications(
+        [sim_row(reference, status=statuses[n % len(statuses)]) for n, reference in enumerate(references)]
+        + [sim_row(str(uuid.uuid4()), status="delivered", reference="app-ref-1")]
+    )
+    for n, reference in enumerate(references):
+        log_event(
+            warehouse_conn, f"sent-{n:02}", provider_reference=reference.upper() if n % 4 == 0 else reference
+        )
+    log_event(warehouse_conn, "by-client-reference", client_reference="app-ref-1")
+    for n in range(3):
+        log_event(warehouse_conn, f"failed-{n}", local_status="FAILED")
+    migrated = _index_definitions(warehouse_conn, "delivery")
+    extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
+
+    monkeypatch.setattr(mailtrace.reconcile, "FIRST_FILL_MIN_ROWS", 10)
+    with caplog.at_level(logging.INFO, logger="mailtrace.reconcile"):
+        reconcile(warehouse_conn, now=NOW)
+    assert "29 first verdicts into an empty mailtrace.delivery" in caplog.text
+    built_after = _judged(warehouse_conn)
+    assert _index_definitions(warehouse_conn, "delivery") == migrated
+    primary_key = warehouse_conn.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'mailtrace.delivery'::regclass AND contype = 'p'"
+    ).fetchall()
+    assert primary_key == [("delivery_pkey",)]
+    assert {row[1] for row in built_after} == {
+        "delivered",
+        "permanent_failure",
+        "temporary_failure",
+        "technical_failure",
+        "pending",
+        "send_failed",
+    }
+
+    # the same log again from the start, with the indexes kept in place
+    warehouse_conn.execute("TRUNCATE mailtrace.delivery")
+    warehouse_conn.execute("DELETE FROM mailtrace.pipeline_state WHERE name LIKE 'reconcile%'")
+    warehouse_conn.commit()
+    monkeypatch.setattr(mailtrace.reconcile, "FIRST_FILL_MIN_ROWS", 10**9)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mailtrace.reconcile"):
+        reconcile(warehouse_conn, now=NOW)
+    assert "indexes built after" not in caplog.text
+    assert _judged(warehouse_conn) == built_after
+
+
+def test_indexes_built_after_restores_everything_when_the_block_fails_and_keeps_what_a_key_refers_to(
+    warehouse_conn,
+):
+    warehouse_conn.execute(
+        """CREATE TABLE mailtrace.fill_target (id int PRIMARY KEY, code text UNIQUE, note text);
+           CREATE INDEX fill_target_note_idx ON mailtrace.fill_target (lower(note)) WHERE note IS NOT NULL;
+           CREATE TABLE mailtrace.fill_referrer (code text REFERENCES mailtrace.fill_target (code))"""
+    )
+    warehouse_conn.commit()
+    before = _index_definitions(warehouse_conn, "fill_target")
+    assert len(before) == 3
+
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        with warehouse_conn.transaction():
+            with indexes_built_after(warehouse_conn, "mailtrace.fill_target"):
+                # inside the block only the unique code, which a foreign key relies on, is still checked
+                names = [row[0] for row in _index_definitions(warehouse_conn, "fill_target", commit=False)]
+                assert names == ["fill_target_code_key"]
+                warehouse_conn.execute(
+                    "INSERT INTO mailtrace.fill_target VALUES (1, 'a', 'x'), (1, 'b', 'y')"
+                )
+    assert _index_definitions(warehouse_conn, "fill_target") == before  # the failed block undid nothing
+
+    with warehouse_conn.transaction():
+        with indexes_built_after(warehouse_conn, "mailtrace.fill_target"):
+            warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (1, 'a', 'x'), (2, 'b', 'y')")
+    assert _index_definitions(warehouse_conn, "fill_target") == before
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (2, 'c', 'z')")
 
 
 def _unindexed_app_warehouse(dsn):

