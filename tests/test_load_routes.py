@@ -47,6 +47,10 @@ def test_only_new_rows_in_matched_form_take_the_straight_route():
     assert _straight_rows([notify(1, client="ref-1\t")]) is None
     assert _straight_rows([notify(1, client="")]) is None
     assert _straight_rows([notify(1), notify(1)]) is None  # one status observed twice in the chunk
+    # two messages' statuses at the same instant are two observations; the same one among them is not
+    same_instant = [notify(3, minutes=9), notify(1, minutes=5), notify(2, minutes=9)]
+    assert _straight_rows(same_instant) == [same_instant[1], same_instant[0], same_instant[2]]
+    assert _straight_rows([*same_instant, notify(3, minutes=9)]) is None
 
 
 def test_both_routes_store_the_same_normalised_history(warehouse_conn):

