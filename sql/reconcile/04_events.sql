@@ -3,14 +3,14 @@
 -- SES whether the provider ever said anything about the message (any event, any recipient, even unmapped).
 -- A table of its own, analysed, so the verdict is planned for the rows really affected (index look-ups into
 -- the history for a small run, hash joins for a large one) rather than for a guess.
-CREATE TEMP TABLE reconcile_events ON COMMIT DROP AS
+CREATE UNLOGGED TABLE mailtrace.reconcile_events AS
 SELECT e.event_id, e.provider, e.local_status, e.sent_at,
        lower(btrim(e.recipient_email)) AS recipient_address,
        mailtrace.reference_key(e.provider, e.provider_reference) AS provider_reference_key,
        CASE WHEN e.provider_reference IS NULL
             THEN mailtrace.client_reference_key(e.client_reference) END AS client_reference_key,
        heard.any_event IS NOT NULL AS ses_heard_of
-  FROM pg_temp.reconcile_affected a
+  FROM mailtrace.reconcile_affected a
   JOIN mailtrace.event_log e ON e.event_id = a.event_id
   -- one index probe per SES event (LIMIT 1 keeps the planner from hashing the whole SES history instead)
   LEFT JOIN LATERAL (

@@ -10,17 +10,17 @@
 -- reuses a reference for a retry must not lend the retry's receipt to the failed first attempt). The
 -- recipient must match where a provider reports several recipients of one message (SES); Notify's id
 -- identifies one email, whatever form the app logged the address in.
-CREATE TEMP TABLE reconcile_verdict ON COMMIT DROP AS
+CREATE UNLOGGED TABLE mailtrace.reconcile_verdict AS
 WITH candidates AS (
     SELECT ev.event_id, p.id, p.delivery_status, p.failure_reason, p.detail, p.event_at
-      FROM pg_temp.reconcile_events ev
+      FROM mailtrace.reconcile_events ev
       JOIN mailtrace.provider_event p
         ON p.provider = ev.provider AND p.provider_reference = ev.provider_reference_key
      WHERE p.delivery_status IS NOT NULL
        AND (p.provider = 'gc_notify' OR p.recipient_email IN ('', ev.recipient_address))
     UNION ALL
     SELECT ev.event_id, p.id, p.delivery_status, p.failure_reason, p.detail, p.event_at
-      FROM pg_temp.reconcile_events ev
+      FROM mailtrace.reconcile_events ev
       JOIN mailtrace.provider_event p
         ON p.provider = ev.provider AND p.client_reference = ev.client_reference_key
      -- implied by the join, but said: the planner then probes the few events matched this way through the
@@ -70,7 +70,7 @@ judged AS (
                     THEN 'ses_silent'
                ELSE 'keep'
            END AS basis
-      FROM pg_temp.reconcile_events ev
+      FROM mailtrace.reconcile_events ev
       LEFT JOIN mailtrace.delivery d ON d.event_id = ev.event_id
       LEFT JOIN winners w ON w.event_id = ev.event_id
       LEFT JOIN mailtrace.provider_lookup l ON l.event_id = ev.event_id

@@ -9,7 +9,7 @@ UPDATE mailtrace.delivery AS d
        delivery_updated_at = now(),
        recipient_address = v.recipient_address,
        sent_at = v.sent_at
-  FROM pg_temp.reconcile_verdict v
+  FROM mailtrace.reconcile_verdict v
  WHERE v.has_verdict
    AND d.event_id = v.event_id
    AND (d.delivery_status, d.failure_reason, d.delivery_detail)

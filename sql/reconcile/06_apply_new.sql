@@ -4,5 +4,5 @@
 INSERT INTO mailtrace.delivery
        (event_id, delivery_status, failure_reason, delivery_detail, recipient_address, sent_at)
 SELECT event_id, delivery_status, failure_reason, delivery_detail, recipient_address, sent_at
-  FROM pg_temp.reconcile_verdict
+  FROM mailtrace.reconcile_verdict
  WHERE NOT has_verdict
