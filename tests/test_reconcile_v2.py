@@ -267,8 +267,9 @@ def test_indexes_built_after_restores_everything_when_the_block_fails_and_keeps_
     assert _index_definitions(warehouse_conn, "fill_target") == before  # the failed block undid nothing
 
     with warehouse_conn.transaction():
-        with indexes_built_after(warehouse_conn, "mailtrace.fill_target"):
+        with indexes_built_after(warehouse_conn, "mailtrace.fill_target", maintenance_work_mem="96MB"):
             warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (1, 'a', 'x'), (2, 'b', 'y')")
+            assert warehouse_conn.execute("SHOW maintenance_work_mem").fetchone() == ("96MB",)
     assert _index_definitions(warehouse_conn, "fill_target") == before
     with pytest.raises(psycopg.errors.UniqueViolation):
         warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (2, 'c', 'z')")

@@ -76,6 +76,8 @@ ANALYZE_FRACTION = 0.1
 # A run that gives at least this many first verdicts to an empty mailtrace.delivery (the first run on an
 # existing log) builds delivery's indexes after the INSERT instead of maintaining them row by row.
 FIRST_FILL_MIN_ROWS = 10_000
+# Memory for each of those index builds' sorts (that run only).
+INDEX_BUILD_MEM = "256MB"
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -161,7 +163,7 @@ def reconcile(
                     "reconcile: %d first verdicts into an empty mailtrace.delivery: its indexes built after",
                     counts["05_verdict"],
                 )
-                with indexes_built_after(conn, "mailtrace.delivery"):
+                with indexes_built_after(conn, "mailtrace.delivery", maintenance_work_mem=INDEX_BUILD_MEM):
                     result = conn.execute(statement, params)
             else:
                 result = conn.execute(statement, params)
