@@ -255,16 +255,28 @@ def test_indexes_built_after_restores_everything_when_the_block_fails_and_keeps_
     before = _index_definitions(warehouse_conn, "fill_target")
     assert len(before) == 3
 
+    # the block fails and its caller carries on with the transaction: the drops are undone all the same
+    with warehouse_conn.transaction():
+        with pytest.raises(RuntimeError, match="half-way"):
+            with indexes_built_after(warehouse_conn, "mailtrace.fill_target"):
+                # inside the block only the unique code, which a foreign key relies on, is still there
+                names = [row[0] for row in _index_definitions(warehouse_conn, "fill_target", commit=False)]
+                assert names == ["fill_target_code_key"]
+                warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (1, 'a', 'x')")
+                raise RuntimeError("half-way")
+        warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (5, 'e', 'v')")
+    assert _index_definitions(warehouse_conn, "fill_target") == before
+    assert warehouse_conn.execute("SELECT id FROM mailtrace.fill_target").fetchall() == [(5,)]
+    warehouse_conn.commit()
+
+    # rows the rebuilt primary key refuses: the rebuild fails and the indexes are as they were
     with pytest.raises(psycopg.errors.UniqueViolation):
         with warehouse_conn.transaction():
             with indexes_built_after(warehouse_conn, "mailtrace.fill_target"):
-                # inside the block only the unique code, which a foreign key relies on, is still checked
-                names = [row[0] for row in _index_definitions(warehouse_conn, "fill_target", commit=False)]
-                assert names == ["fill_target_code_key"]
                 warehouse_conn.execute(
                     "INSERT INTO mailtrace.fill_target VALUES (1, 'a', 'x'), (1, 'b', 'y')"
                 )
-    assert _index_definitions(warehouse_conn, "fill_target") == before  # the failed block undid nothing
+    assert _index_definitions(warehouse_conn, "fill_target") == before
 
     with warehouse_conn.transaction():
         with indexes_built_after(warehouse_conn, "mailtrace.fill_target", maintenance_work_mem="96MB"):
@@ -273,6 +285,30 @@ def test_indexes_built_after_restores_everything_when_the_block_fails_and_keeps_
     assert _index_definitions(warehouse_conn, "fill_target") == before
     with pytest.raises(psycopg.errors.UniqueViolation):
         warehouse_conn.execute("INSERT INTO mailtrace.fill_target VALUES (2, 'c', 'z')")
+
+
+def test_a_first_run_waits_only_briefly_for_readers_of_delivery_then_keeps_its_indexes(
+    warehouse_conn, warehouse_dsn, monkeypatch, caplog
+):
+    """A session reading delivery when the first run comes: the run does not queue behind it for long (nor
+    make every later reader queue behind itself); it inserts through the indexes instead."""
+    for n in range(12):
+        log_event(warehouse_conn, f"failed-{n:02}", local_status="FAILED")
+    migrated = _index_definitions(warehouse_conn, "delivery")
+    monkeypatch.setattr(mailtrace.reconcile, "FIRST_FILL_MIN_ROWS", 10)
+    monkeypatch.setattr(mailtrace.reconcile, "FIRST_FILL_LOCK_WAIT", "200ms")
+    with psycopg.connect(warehouse_dsn) as reader:
+        reader.execute(
+            "SELECT count(*) FROM mailtrace.notification_status"
+        ).fetchone()  # its transaction stays open
+        with caplog.at_level(logging.INFO, logger="mailtrace.reconcile"):
+            summary = reconcile(warehouse_conn, now=NOW)
+        reader.rollback()
+    assert "was in use for 200ms; 12 first verdicts go in through its indexes" in caplog.text
+    assert "indexes built after" not in caplog.text
+    assert summary["updated"] == 12
+    assert set(verdicts(warehouse_conn).values()) == {"send_failed"}
+    assert _index_definitions(warehouse_conn, "delivery") == migrated
 
 
 def _unindexed_app_warehouse(dsn):

@@ -78,6 +78,9 @@ ANALYZE_FRACTION = 0.1
 FIRST_FILL_MIN_ROWS = 10_000
 # Memory for each of those index builds' sorts (that run only).
 INDEX_BUILD_MEM = "256MB"
+# How long that run waits for sessions already reading delivery (through notification_status, say) before
+# it keeps the indexes in place instead; once it has the table, readers wait for the run to commit.
+FIRST_FILL_LOCK_WAIT = "5s"
 
 
 def _statements() -> list[tuple[str, str]]:
@@ -99,6 +102,31 @@ def _refresh_statistics(conn: psycopg.Connection, new_rows: int) -> None:
     ).fetchone()
     if new_rows > 0 and new_rows > ANALYZE_FRACTION * max(known_rows, 0):
         conn.execute("ANALYZE mailtrace.provider_event")
+
+
+def _fill_empty_delivery(
+    conn: psycopg.Connection, statement: str, params: dict, verdicts: int
+) -> psycopg.Cursor:
+    """Run 06_apply_new.sql into the empty delivery with its indexes built after (FIRST_FILL_MIN_ROWS)."""
+    try:
+        with indexes_built_after(
+            conn,
+            "mailtrace.delivery",
+            maintenance_work_mem=INDEX_BUILD_MEM,
+            lock_timeout=FIRST_FILL_LOCK_WAIT,
+        ):
+            result = conn.execute(statement, params)
+    except psycopg.errors.LockNotAvailable:
+        log.warning(
+            "reconcile: mailtrace.delivery was in use for %s; %d first verdicts go in through its indexes",
+            FIRST_FILL_LOCK_WAIT,
+            verdicts,
+        )
+        return conn.execute(statement, params)
+    log.info(
+        "reconcile: %d first verdicts into an empty mailtrace.delivery: its indexes built after", verdicts
+    )
+    return result
 
 
 def _hours(span: timedelta) -> str:
@@ -159,12 +187,7 @@ def reconcile(
         for name, statement in _statements():
             started = time.perf_counter()
             if name == "06_apply_new.sql" and delivery_empty and counts["05_verdict"] >= FIRST_FILL_MIN_ROWS:
-                log.info(
-                    "reconcile: %d first verdicts into an empty mailtrace.delivery: its indexes built after",
-                    counts["05_verdict"],
-                )
-                with indexes_built_after(conn, "mailtrace.delivery", maintenance_work_mem=INDEX_BUILD_MEM):
-                    result = conn.execute(statement, params)
+                result = _fill_empty_delivery(conn, statement, params, counts["05_verdict"])
             else:
                 result = conn.execute(statement, params)
             counts[name.removesuffix(".sql")] = result.rowcount
