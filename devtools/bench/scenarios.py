@@ -303,7 +303,6 @@ def throughput(server: Server, config: Config) -> list[Measure]:
     )
     splits = []
     checkpointed = []
-    checkpointed = []
     for rep in range(config.reps):
         name = server.create("throughput", template=template)
         with psycopg.connect(server.dsn(name)) as conn:
