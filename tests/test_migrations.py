@@ -225,6 +225,54 @@ def test_upgrade_from_version_1_moves_verdicts_and_leaves_the_log_as_the_applica
         ).fetchall() == [("STR-1", "invalid_address")]
 
 
+def test_unclaimed_notifications_migration_keeps_the_history_client_reference_matches_need(
+    empty_database_dsn, tmp_path
+):
+    """018 replaces the history's client-reference index with mailtrace.unclaimed_notification, filled from a
+    history laid out by the migrations before it: notifications with a client reference whose provider
+    reference no log row claims (in any letter case or spacing), once however often it runs."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for migration in list_migrations():
+        if migration.version < 18:
+            (before / migration.name).write_text(migration.path.read_text())
+    claimed = "6f1c2d3e-0000-4000-8000-000000000001"
+    with psycopg.connect(empty_database_dsn) as conn:
+        apply_migrations(conn, before)
+        history_indexes = _indexes(conn, "mailtrace.provider_event")
+        assert "mailtrace.provider_event_client_reference_idx" in history_indexes
+        conn.execute(
+            """INSERT INTO mailtrace.notification_event (event_id, subject_type, subject_id,
+                   notification_type, recipient_email, provider, provider_reference, sent_at, local_status)
+               VALUES ('e1', 'registration', 'STR-1', 'NOC', 'a@example.gov', 'gc_notify', %s, now(),
+                       'SENT')""",
+            (f" {claimed.upper()} ",),
+        )
+        conn.cursor().executemany(
+            """INSERT INTO mailtrace.provider_event (provider, provider_reference, client_reference,
+                   raw_status, delivery_status, event_at, source)
+               VALUES ('gc_notify', %s, %s, %s, 'delivered', now() - %s * interval '1 minute', 'test')""",
+            [
+                (claimed, "ref-claimed", "delivered", 1),
+                ("unclaimed-1", "ref-1", "sending", 2),
+                ("unclaimed-1", "ref-1", "delivered", 1),
+                ("unclaimed-2", None, "delivered", 1),
+            ],
+        )
+        conn.commit()
+
+        assert apply_migrations(conn) == ["018_unclaimed_notification.sql"]
+        unclaimed = (
+            "SELECT provider, provider_reference, client_reference FROM mailtrace.unclaimed_notification"
+        )
+        assert conn.execute(unclaimed).fetchall() == [("gc_notify", "unclaimed-1", "ref-1")]
+        history_indexes = _indexes(conn, "mailtrace.provider_event")
+        assert "mailtrace.provider_event_client_reference_idx" not in history_indexes
+        with conn.transaction():
+            conn.execute((MIGRATIONS_DIR / "018_unclaimed_notification.sql").read_text())
+        assert conn.execute(unclaimed).fetchall() == [("gc_notify", "unclaimed-1", "ref-1")]
+
+
 def test_upgrade_gives_up_at_once_when_the_application_holds_its_table(empty_database_dsn):
     """The catalogue changes wait at most lock_timeout behind an application transaction, then fail whole."""
     with psycopg.connect(empty_database_dsn) as conn, psycopg.connect(empty_database_dsn) as app:

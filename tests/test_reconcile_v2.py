@@ -132,6 +132,55 @@ def test_client_references_stay_case_sensitive(warehouse_conn, notify_sim):
     assert orphans(warehouse_conn) == 1
 
 
+def unclaimed(conn):
+    rows = conn.execute(
+        "SELECT client_reference FROM mailtrace.unclaimed_notification ORDER BY client_reference"
+    ).fetchall()
+    conn.commit()
+    return [row[0] for row in rows]
+
+
+def test_client_reference_match_finds_statuses_loaded_before_the_event_and_skips_claimed_ones(
+    warehouse_conn, notify_sim
+):
+    """Only notifications no log row claims by provider reference are kept for the client-reference match
+    (mailtrace.unclaimed_notification): one whose statuses arrived before the event that names it still
+    matches it, and one that a row claims later is dropped by the next catch-up and lends it nothing."""
+    early, later_claimed, claimed = (str(uuid.uuid4()) for _ in range(3))
+    notify_sim.add_notifications(
+        [
+            sim_row(early, status="permanent-failure", reference="app-ref-early"),
+            sim_row(later_claimed, reference="app-ref-shared"),
+            sim_row(claimed, reference="app-ref-claimed"),
+        ]
+    )
+    log_event(warehouse_conn, "retry", provider_reference=claimed, client_reference="app-ref-claimed")
+    extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
+    reconcile(warehouse_conn, now=NOW)
+    assert unclaimed(warehouse_conn) == ["app-ref-early", "app-ref-shared"]
+    assert orphans(warehouse_conn) == 2
+
+    log_event(warehouse_conn, "failed-attempt", client_reference="app-ref-claimed")
+    log_event(warehouse_conn, "logged-after", client_reference="app-ref-early")
+    log_event(warehouse_conn, "claimer", provider_reference=later_claimed, client_reference="app-ref-shared")
+    log_event(warehouse_conn, "first-try", client_reference="app-ref-shared")
+    summary = reconcile(warehouse_conn, now=NOW + timedelta(minutes=5))
+    assert summary["catch_up"] == 0
+    assert verdicts(warehouse_conn) == {
+        "claimer": "delivered",
+        "failed-attempt": None,
+        "first-try": None,
+        "logged-after": "permanent_failure",
+        "retry": "delivered",
+    }
+    assert orphans(warehouse_conn) == 0
+    assert unclaimed(warehouse_conn) == ["app-ref-early", "app-ref-shared"]
+
+    assert reconcile(warehouse_conn, now=NOW + timedelta(days=1, minutes=10))["catch_up"] == 1
+    assert unclaimed(warehouse_conn) == ["app-ref-early"]
+    assert verdicts(warehouse_conn)["first-try"] is None
+
+
 def test_a_row_logged_late_with_an_old_sent_at_is_judged_by_the_catch_up(warehouse_conn):
     """Outside the overlap and with no provider record, a failed send is found by the next catch-up run."""
     log_event(warehouse_conn, "earlier", local_status="FAILED", sent_at=NOW - timedelta(minutes=20))

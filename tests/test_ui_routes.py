@@ -20,6 +20,7 @@ from eventlog import insert_logged
 from fastapi.testclient import TestClient
 
 from devtools.seed import EVENT_COLUMNS as LOG_COLUMNS
+from mailtrace.paths import read_sql
 from mailtrace.ui import app as ui_app
 from mailtrace.ui.auth import Viewer
 
@@ -250,6 +251,10 @@ def warehouse(warehouse_conn):
                     delivery_status, failure_reason, detail, event_at, source)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'test')""",
             PROVIDER_EVENTS,
+        )
+        # what reconcile records of these statuses for the client-reference match (02_unclaimed.sql)
+        conn.execute(
+            read_sql("reconcile/02_unclaimed.sql"), {"cursor": 0, "high_water": 2**62, "catch_up": True}
         )
         conn.cursor().executemany(
             "INSERT INTO mailtrace.contact (subject_type, subject_id, email) VALUES (%s, %s, %s)",

@@ -7,7 +7,8 @@
 -- Matching: references normalised on both sides (mailtrace.reference_key(); the provider's side is stored
 -- normalised); by provider reference; for an event the log has no provider reference for, by client
 -- reference, but only provider notifications no other event claims by its provider reference (an app that
--- reuses a reference for a retry must not lend the retry's receipt to the failed first attempt). The
+-- reuses a reference for a retry must not lend the retry's receipt to the failed first attempt; those
+-- notifications are found in mailtrace.unclaimed_notification, 02_unclaimed.sql, and checked again here). The
 -- recipient must match where a provider reports several recipients of one message (SES); Notify's id
 -- identifies one email, whatever form the app logged the address in.
 CREATE UNLOGGED TABLE mailtrace.reconcile_verdict AS
@@ -21,10 +22,13 @@ WITH candidates AS (
     UNION ALL
     SELECT ev.event_id, p.id, p.delivery_status, p.failure_reason, p.detail, p.event_at
       FROM mailtrace.reconcile_events ev
+      JOIN mailtrace.unclaimed_notification u
+        ON u.provider = ev.provider AND u.client_reference = ev.client_reference_key
       JOIN mailtrace.provider_event p
-        ON p.provider = ev.provider AND p.client_reference = ev.client_reference_key
+        ON p.provider = u.provider AND p.provider_reference = u.provider_reference
+       AND p.client_reference = u.client_reference
      -- implied by the join, but said: the planner then probes the few events matched this way through the
-     -- client reference index instead of hashing the whole history for them
+     -- unclaimed notifications' client reference index instead of hashing them all
      WHERE ev.client_reference_key IS NOT NULL
        AND p.delivery_status IS NOT NULL
        AND (p.provider = 'gc_notify' OR p.recipient_email IN ('', ev.recipient_address))
