@@ -39,10 +39,14 @@ WITH candidates AS (
            SELECT 1 FROM mailtrace.event_reference_alias claimed
             WHERE claimed.provider = p.provider AND claimed.provider_reference_key = p.provider_reference)
 ),
+-- The event ids are sorted (here, for the join to the events, and for the output) by their bytes (COLLATE "C"):
+-- the same groups as the database's collation gives, as every collation PostgreSQL compares ids with is
+-- deterministic, at about half the cost of a locale's comparisons (1,000,000 events: 4.5 s -> 3.8 s). Joins
+-- to delivery and provider_lookup stay in the database's collation, so small runs probe their keys.
 winners AS (
-    SELECT DISTINCT ON (event_id) event_id, delivery_status, failure_reason, detail
+    SELECT DISTINCT ON (event_id COLLATE "C") event_id, delivery_status, failure_reason, detail
       FROM candidates
-     ORDER BY event_id,
+     ORDER BY event_id COLLATE "C",
               (delivery_status <> 'pending') DESC,
               event_at DESC,
               array_position(ARRAY['pending', 'delivered', 'temporary_failure', 'technical_failure',
@@ -76,7 +80,7 @@ judged AS (
            END AS basis
       FROM mailtrace.reconcile_events ev
       LEFT JOIN mailtrace.delivery d ON d.event_id = ev.event_id
-      LEFT JOIN winners w ON w.event_id = ev.event_id
+      LEFT JOIN winners w ON w.event_id = ev.event_id COLLATE "C"
       LEFT JOIN mailtrace.provider_lookup l ON l.event_id = ev.event_id
 ),
 verdicts AS (
@@ -107,5 +111,6 @@ SELECT *
   FROM verdicts
  -- nothing known yet (no provider record, nothing to infer): no verdict row
  WHERE delivery_status IS NOT NULL
- -- in key order, so 06_apply_new adds to delivery's primary key sequentially instead of at random
- ORDER BY event_id
+ -- in key order, so 06_apply_new adds to delivery's primary key sequentially instead of at random (byte
+ -- order, the database's own order where its collation is C or C.UTF-8)
+ ORDER BY event_id COLLATE "C"
