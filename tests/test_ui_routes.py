@@ -252,9 +252,10 @@ def warehouse(warehouse_conn):
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'test')""",
             PROVIDER_EVENTS,
         )
-        # what reconcile records of these statuses for the client-reference match (02_unclaimed.sql)
+        # what reconcile records of these statuses: the client-reference match's candidates, and orphans
         conn.execute(
-            read_sql("reconcile/02_unclaimed.sql"), {"cursor": 0, "high_water": 2**62, "catch_up": True}
+            read_sql("reconcile/02_unclaimed_and_orphans.sql"),
+            {"cursor": 0, "high_water": 2**62, "catch_up": True},
         )
         conn.cursor().executemany(
             "INSERT INTO mailtrace.contact (subject_type, subject_id, email) VALUES (%s, %s, %s)",

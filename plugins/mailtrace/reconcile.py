@@ -209,7 +209,7 @@ def reconcile(
         "provider_events": high_water - cursor,
         "affected": affected,
         "updated": counts["06_apply_changed"] + counts["06_apply_new"],
-        "orphans_seen": counts["07_orphans"],
+        "orphans_seen": counts["02_unclaimed_and_orphans"],
         "orphans_adopted": counts["08_adopted_orphans"],
         "catch_up": int(catch_up),
     }

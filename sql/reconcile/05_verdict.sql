@@ -8,7 +8,7 @@
 -- normalised); by provider reference; for an event the log has no provider reference for, by client
 -- reference, but only provider notifications no other event claims by its provider reference (an app that
 -- reuses a reference for a retry must not lend the retry's receipt to the failed first attempt; those
--- notifications are found in mailtrace.unclaimed_notification, 02_unclaimed.sql, and checked again here). The
+-- notifications are found in mailtrace.unclaimed_notification, 02_unclaimed_and_orphans.sql, and checked again here). The
 -- recipient must match where a provider reports several recipients of one message (SES); Notify's id
 -- identifies one email, whatever form the app logged the address in.
 CREATE UNLOGGED TABLE mailtrace.reconcile_verdict AS
