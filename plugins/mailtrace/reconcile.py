@@ -65,7 +65,7 @@ WORK_MEM = "64MB"
 # that hand-over (0.1 a row) the planner keeps the join and the reference keys in one process, which made
 # building reconcile_events for 1,000,000 events take 5.9 s instead of 3.6 s.
 PARALLEL_TUPLE_COST = "0.01"
-# The work tables (sql/reconcile/03-05): UNLOGGED tables in mailtrace's schema, created and dropped in the
+# The work tables (sql/reconcile/01, 03-05): UNLOGGED tables in mailtrace's schema, created and dropped in the
 # run's own transaction (09_drop_work_tables.sql), so no other session ever sees them. Not temporary tables:
 # a scan of a temporary table can use no parallel worker, and the verdict over 1,000,000 events took
 # 10 s that way against 7.4 s with two workers. Those the next statements join are ANALYZEd at once, so
