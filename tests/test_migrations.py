@@ -9,7 +9,7 @@ import pytest
 from devtools.seed import EVENT_COLUMNS
 from mailtrace.flags import update_flags
 from mailtrace.reconcile import reconcile
-from mailtrace.warehouse import MIGRATIONS_DIR, apply_migrations, list_migrations
+from mailtrace.warehouse import LOAD_LOCK, MIGRATIONS_DIR, apply_migrations, list_migrations
 
 
 def _tables(conn):
@@ -271,6 +271,27 @@ def test_unclaimed_notifications_migration_keeps_the_history_client_reference_ma
         with conn.transaction():
             conn.execute((MIGRATIONS_DIR / "018_unclaimed_notification.sql").read_text())
         assert conn.execute(unclaimed).fetchall() == [("gc_notify", "unclaimed-1", "ref-1")]
+
+
+def test_a_pending_migration_waits_for_loads_and_reconcile_and_nothing_pending_never_does(
+    empty_database_dsn, tmp_path
+):
+    """A migration may fill a table from the history (018), so it never runs beside a load or reconcile,
+    which hold LOAD_LOCK; a task whose warehouse is up to date starts without waiting for them."""
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for migration in list_migrations():
+        if migration.version < 18:
+            (before / migration.name).write_text(migration.path.read_text())
+    with psycopg.connect(empty_database_dsn) as conn, psycopg.connect(empty_database_dsn) as loader:
+        apply_migrations(conn, before)
+        loader.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
+        conn.execute("SET lock_timeout = '200ms'")
+        assert apply_migrations(conn, before) == []
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            apply_migrations(conn)
+        loader.commit()
+        assert apply_migrations(conn) == ["018_unclaimed_notification.sql"]
 
 
 def test_upgrade_gives_up_at_once_when_the_application_holds_its_table(empty_database_dsn):

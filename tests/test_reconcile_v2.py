@@ -145,20 +145,29 @@ def test_client_reference_match_finds_statuses_loaded_before_the_event_and_skips
 ):
     """Only notifications no log row claims by provider reference are kept for the client-reference match
     (mailtrace.unclaimed_notification): one whose statuses arrived before the event that names it still
-    matches it, and one that a row claims later is dropped by the next catch-up and lends it nothing."""
-    early, later_claimed, claimed = (str(uuid.uuid4()) for _ in range(3))
+    matches it; one claimed in the same run through an alias (its id logged in upper case) is never kept;
+    one that a row claims later is dropped by the next catch-up, lends nothing, and stays out even once
+    the claiming row loses its reference (the documented exception)."""
+    early, later_claimed, claimed, upper = (str(uuid.uuid4()) for _ in range(4))
     notify_sim.add_notifications(
         [
             sim_row(early, status="permanent-failure", reference="app-ref-early"),
             sim_row(later_claimed, reference="app-ref-shared"),
             sim_row(claimed, reference="app-ref-claimed"),
+            sim_row(upper, reference="app-ref-upper"),
         ]
     )
     log_event(warehouse_conn, "retry", provider_reference=claimed, client_reference="app-ref-claimed")
+    log_event(
+        warehouse_conn,
+        "upper-retry",
+        provider_reference=f" {upper.upper()} ",
+        client_reference="app-ref-upper",
+    )
     extract_list(warehouse_conn, make_client(notify_sim), now=NOW)
-    reconcile(warehouse_conn, now=NOW)
+    first = reconcile(warehouse_conn, now=NOW)
     assert unclaimed(warehouse_conn) == ["app-ref-early", "app-ref-shared"]
-    assert orphans(warehouse_conn) == 2
+    assert first["orphans_seen"] == orphans(warehouse_conn) == 2
 
     log_event(warehouse_conn, "failed-attempt", client_reference="app-ref-claimed")
     log_event(warehouse_conn, "logged-after", client_reference="app-ref-early")
@@ -172,12 +181,20 @@ def test_client_reference_match_finds_statuses_loaded_before_the_event_and_skips
         "first-try": None,
         "logged-after": "permanent_failure",
         "retry": "delivered",
+        "upper-retry": "delivered",
     }
     assert orphans(warehouse_conn) == 0
     assert unclaimed(warehouse_conn) == ["app-ref-early", "app-ref-shared"]
 
     assert reconcile(warehouse_conn, now=NOW + timedelta(days=1, minutes=10))["catch_up"] == 1
     assert unclaimed(warehouse_conn) == ["app-ref-early"]
+    assert verdicts(warehouse_conn)["first-try"] is None
+
+    warehouse_conn.execute(
+        "UPDATE mailtrace.notification_event SET provider_reference = NULL WHERE event_id = 'claimer'"
+    )
+    warehouse_conn.commit()
+    assert reconcile(warehouse_conn, now=NOW + timedelta(days=2, minutes=15))["catch_up"] == 1
     assert verdicts(warehouse_conn)["first-try"] is None
 
 

@@ -515,6 +515,20 @@ def test_timeline_matches_receipts_per_recipient_and_by_client_reference(warehou
     assert failed_send["contacts"] == []
 
 
+def test_timeline_leaves_out_a_client_reference_match_another_row_claims(warehouse, as_viewer):
+    """As reconcile matches: a notification some log row claims by its provider reference is not lent to
+    an event logged without one that shares its client reference (E7's receipt once E7-retry claims it)."""
+    retry = dict(zip(LOG_COLUMNS, EVENTS[0], strict=False))
+    retry.update(
+        event_id="E7-retry", subject_id="STR-000099", provider_reference="ignored", client_reference="ref-7"
+    )
+    insert_logged(warehouse, {name: retry[name] for name in LOG_COLUMNS})
+    warehouse.commit()
+    failed_send = as_viewer(ADMIN).get("/api/timeline", params={"subject_id": "STR-000003"}).json()
+    by_id = {e["event_id"]: e for e in failed_send["events"]}
+    assert by_id["E7"]["provider_events"] == []
+
+
 def test_timeline_subject_type_narrows_and_unknown_subject_is_404(warehouse, as_viewer):
     client = as_viewer(EXAMINER)
     assert (

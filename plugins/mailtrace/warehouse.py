@@ -77,8 +77,9 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
     """Apply every migration not yet recorded, in order, in one transaction (all or none).
 
     Safe to call from many tasks at once (an advisory lock serialises them) and as often as you
-    like: an applied migration is skipped. A migration file edited after it was applied is an error,
-    because the warehouse would silently differ from what the file says.
+    like: an applied migration is skipped. A call with something to apply first waits for a running load
+    or reconcile (LOAD_LOCK); a call with nothing to apply never does. A migration file edited after it was
+    applied is an error, because the warehouse would silently differ from what the file says.
     Returns the names applied by this call.
     """
     applied_now = []
@@ -107,6 +108,10 @@ def apply_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR)
                         "add a new numbered migration instead of editing an applied one"
                     )
                 continue
+            if not applied_now:
+                # A migration may fill a table from the history (018 does): no load or reconcile then runs
+                # beside it, so none moves reconcile's cursor past statuses the migration did not see.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))
             with conn.transaction():
                 conn.execute(migration.path.read_text(encoding="utf-8"))
                 conn.execute(

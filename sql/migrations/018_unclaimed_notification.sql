@@ -1,9 +1,10 @@
--- Provider notifications that no log row claims by its provider reference, with their client reference
--- (CONTRACT.md §2: an event logged without a provider reference is matched by client reference, but only to
--- such notifications). Reconcile keeps it (sql/reconcile/02_unclaimed_and_orphans.sql) and finds an event's
+-- Provider notifications that no log row claims by its provider reference, with their client reference (an
+-- event logged without a provider reference is matched by client reference, but only to such notifications:
+-- README, Reconcile). Reconcile keeps it (sql/reconcile/02_unclaimed_and_orphans.sql) and finds an event's
 -- notifications by client reference here, instead of through a (provider, client_reference) index on the
 -- whole history: that index cost a load of 1,000,000 statuses about 2 s, for a match only the rare events
--- logged without a provider reference need. Rows are notifications, not statuses: their statuses stay in provider_event.
+-- logged without a provider reference need. Rows are notifications, not statuses: their statuses stay in
+-- provider_event.
 CREATE TABLE IF NOT EXISTS mailtrace.unclaimed_notification (
     provider           text NOT NULL,
     provider_reference text NOT NULL,

@@ -5,10 +5,10 @@
 --   logged without a provider reference may be matched to (05_verdict.sql). A catch-up run also removes the
 --   ones a log row has claimed since (the application logged its row after the provider's first status);
 --   until then such a row is only a candidate that 05_verdict.sql's own check turns down, so a verdict never
---   depends on how current this table is. A notification a log row already claims when its first status
---   arrives is never added, so an event logged without a provider reference is not matched to it even if the
---   application later removes the claiming row's reference (the one case this table matches differently
---   from reading the whole history).
+--   depends on how current this table is. A notification that a log row claims when its statuses arrive, or
+--   when a catch-up run looks, is left out until a new status of it arrives, so an event logged without a
+--   provider reference is not matched to it if the application later removes the claiming row's reference
+--   (the one case this table matches differently from reading the whole history).
 -- * those that no event matches by client reference either are orphans (mailtrace.orphan_notification,
 --   with their latest status; 08_adopted_orphans.sql removes them once the application's row appears).
 -- One statement rather than two: the search for claims is most of the cost of each (0.75 s of a run over

@@ -11,8 +11,9 @@
 -- * events whose alias changed in this run (02_aliases.sql).
 -- Restricting to this delta keeps the cost of a run proportional to new data, not to the history. A plain
 -- table (UNION removes duplicates), filled in one go: cheaper than inserting into a key one row at a time.
--- The run's work tables (this one, 04, 05) are UNLOGGED tables of this transaction, not temporary tables,
--- so that reading them can use parallel workers (reconcile.py); 09_drop_work_tables.sql drops them.
+-- The run's work tables (01_alias_candidates.sql, this one, 04, 05) are UNLOGGED tables of this transaction,
+-- not temporary tables, so that reading them can use parallel workers (reconcile.py);
+-- 09_drop_work_tables.sql drops them.
 CREATE UNLOGGED TABLE mailtrace.reconcile_affected AS
 SELECT e.event_id
   FROM mailtrace.provider_event p

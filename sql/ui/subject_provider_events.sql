@@ -29,7 +29,8 @@ SELECT x.event_id, x.id, x.raw_status, x.delivery_status, x.failure_reason, x.de
            AND e.provider_reference IS NULL
            AND p.recipient_email IN ('', lower(btrim(e.recipient_email)))
            AND NOT EXISTS (SELECT 1 FROM mailtrace.event_log claimed
-                            WHERE claimed.provider = p.provider AND claimed.provider_reference = p.provider_reference)
+                            WHERE claimed.provider = p.provider
+                              AND claimed.provider_reference = p.provider_reference)
            AND NOT EXISTS (SELECT 1 FROM mailtrace.event_reference_alias claimed
                             WHERE claimed.provider = p.provider
                               AND claimed.provider_reference_key = p.provider_reference)
