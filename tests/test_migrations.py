@@ -225,17 +225,23 @@ def test_upgrade_from_version_1_moves_verdicts_and_leaves_the_log_as_the_applica
         ).fetchall() == [("STR-1", "invalid_address")]
 
 
+def _migrations_before(tmp_path, version):
+    """The project's migrations numbered below `version`: a warehouse as an earlier release left it."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for migration in list_migrations():
+        if migration.version < version:
+            (directory / migration.name).write_text(migration.path.read_text())
+    return directory
+
+
 def test_unclaimed_notifications_migration_keeps_the_history_client_reference_matches_need(
     empty_database_dsn, tmp_path
 ):
     """018 replaces the history's client-reference index with mailtrace.unclaimed_notification, filled from a
     history laid out by the migrations before it: notifications with a client reference whose provider
     reference no log row claims (in any letter case or spacing), once however often it runs."""
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for migration in list_migrations():
-        if migration.version < 18:
-            (before / migration.name).write_text(migration.path.read_text())
+    before = _migrations_before(tmp_path, 18)
     claimed = "6f1c2d3e-0000-4000-8000-000000000001"
     with psycopg.connect(empty_database_dsn) as conn:
         apply_migrations(conn, before)
@@ -278,11 +284,7 @@ def test_a_pending_migration_waits_for_loads_and_reconcile_and_nothing_pending_n
 ):
     """A migration may fill a table from the history (018), so it never runs beside a load or reconcile,
     which hold LOAD_LOCK; a task whose warehouse is up to date starts without waiting for them."""
-    before = tmp_path / "migrations"
-    before.mkdir()
-    for migration in list_migrations():
-        if migration.version < 18:
-            (before / migration.name).write_text(migration.path.read_text())
+    before = _migrations_before(tmp_path, 18)
     with psycopg.connect(empty_database_dsn) as conn, psycopg.connect(empty_database_dsn) as loader:
         apply_migrations(conn, before)
         loader.execute("SELECT pg_advisory_xact_lock(%s)", (LOAD_LOCK,))

@@ -522,7 +522,7 @@ def test_timeline_leaves_out_a_client_reference_match_another_row_claims(warehou
     retry.update(
         event_id="E7-retry", subject_id="STR-000099", provider_reference="ignored", client_reference="ref-7"
     )
-    insert_logged(warehouse, {name: retry[name] for name in LOG_COLUMNS})
+    insert_logged(warehouse, retry)
     warehouse.commit()
     failed_send = as_viewer(ADMIN).get("/api/timeline", params={"subject_id": "STR-000003"}).json()
     by_id = {e["event_id"]: e for e in failed_send["events"]}
