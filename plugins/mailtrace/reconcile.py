@@ -65,12 +65,12 @@ WORK_MEM = "64MB"
 # that hand-over (0.1 a row) the planner keeps the join and the reference keys in one process, which made
 # building reconcile_events for 1,000,000 events take 5.9 s instead of 3.6 s.
 PARALLEL_TUPLE_COST = "0.01"
-# The work tables (sql/reconcile/01, 03-05): UNLOGGED tables in mailtrace's schema, created and dropped in the
-# run's own transaction (09_drop_work_tables.sql), so no other session ever sees them. Not temporary tables:
-# a scan of a temporary table can use no parallel worker, and the verdict over 1,000,000 events took
-# 10 s that way against 7.4 s with two workers. Those the next statements join are ANALYZEd at once, so
-# they are planned for the rows they really hold (10 or 10 million), not for a guess.
-_ANALYZE_AFTER = {"03_affected.sql": "reconcile_affected", "04_events.sql": "reconcile_events"}
+# The work tables (sql/reconcile/01, 03, 05): UNLOGGED tables in mailtrace's schema, created and dropped in
+# the run's own transaction (09_drop_work_tables.sql), so no other session ever sees them. Not temporary
+# tables: a scan of a temporary table can use no parallel worker, and the verdict over 1,000,000 events took
+# 10 s that way against 7.4 s with two workers. The events are ANALYZEd at once, so the verdict is planned
+# for the rows they really hold (10 or 10 million), not for a guess.
+_ANALYZE_AFTER = {"03_events.sql": "reconcile_events"}
 # A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
 ANALYZE_FRACTION = 0.1
 # A run that gives at least this many first verdicts to an empty mailtrace.delivery (the first run on an
@@ -191,8 +191,6 @@ def reconcile(
             else:
                 result = conn.execute(statement, params)
             counts[name.removesuffix(".sql")] = result.rowcount
-            if name == "03_affected.sql":
-                (affected,) = conn.execute("SELECT count(*) FROM mailtrace.reconcile_affected").fetchone()
             if name in _ANALYZE_AFTER:
                 conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("mailtrace", _ANALYZE_AFTER[name])))
             seconds[name.removesuffix(".sql")] = round(time.perf_counter() - started, 3)
@@ -207,7 +205,7 @@ def reconcile(
             set_state(conn, CATCH_UP_STATE, now.isoformat())
     summary = {
         "provider_events": high_water - cursor,
-        "affected": affected,
+        "affected": counts["03_events"],
         "updated": counts["06_apply_changed"] + counts["06_apply_new"],
         "orphans_seen": counts["02_unclaimed_and_orphans"],
         "orphans_adopted": counts["08_adopted_orphans"],

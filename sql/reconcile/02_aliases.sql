@@ -1,6 +1,6 @@
 -- Keep mailtrace.event_reference_alias in step with the log rows sent since %(alias_since)s: one row for each
 -- event whose references are not already in the form they are matched in. The rows that need an alias or
--- have one were found by 01_alias_candidates.sql. Events whose alias changed are affected (03_affected.sql):
+-- have one were found by 01_alias_candidates.sql. Events whose alias changed are affected (03_events.sql):
 -- their matches may have changed.
 WITH upserted AS (
     INSERT INTO mailtrace.event_reference_alias AS a

@@ -3,7 +3,7 @@
 -- Winner: a final status beats pending (a final status never goes back to pending); among
 -- finals the latest-dated wins (a bounce dated after a delivery wins; an earlier-dated delivery
 -- never replaces a bounce or complaint); equal timestamps go to the more severe status.
--- The affected events with their normalised references come from 04_events.sql.
+-- The affected events with their normalised references come from 03_events.sql.
 -- Matching: references normalised on both sides (mailtrace.reference_key(); the provider's side is stored
 -- normalised); by provider reference; for an event the log has no provider reference for, by client
 -- reference, but only provider notifications no other event claims by its provider reference (an app that
