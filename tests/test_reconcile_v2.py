@@ -236,6 +236,45 @@ def test_a_run_with_nothing_new_reads_only_the_overlap(warehouse_conn):
     }
 
 
+def test_an_event_affected_for_several_reasons_is_judged_once(warehouse_conn):
+    """A recent row matched by a new status, and an older row matched by two, each count once.
+
+    03_events.sql takes the rows logged since the last run as it reads them and de-duplicates only the
+    other reasons, for the other rows: the two sets must not overlap, or the verdict would be written twice.
+    """
+    from mailtrace.events import ProviderEvent
+    from mailtrace.load import load_provider_events
+
+    log_event(warehouse_conn, "older", provider_reference="ref-older", sent_at=NOW - timedelta(days=3))
+    first = reconcile(warehouse_conn, now=NOW)
+    assert first["catch_up"] == 1 and verdicts(warehouse_conn) == {"older": None}
+
+    log_event(warehouse_conn, "recent", provider_reference="ref-recent", sent_at=NOW + timedelta(minutes=1))
+    load_provider_events(
+        warehouse_conn,
+        [
+            ProviderEvent(
+                provider="gc_notify",
+                provider_reference=reference,
+                raw_status=status,
+                delivery_status=status,
+                event_at=NOW + timedelta(minutes=minutes),
+                source="test",
+            )
+            for reference, status, minutes in (
+                ("ref-recent", "delivered", 2),
+                ("ref-older", "pending", 2),
+                ("ref-older", "delivered", 3),
+            )
+        ],
+    )
+    second = reconcile(warehouse_conn, now=NOW + timedelta(minutes=10))
+    assert second["catch_up"] == 0
+    assert second["affected"] == 2
+    assert second["updated"] == 2
+    assert verdicts(warehouse_conn) == {"older": "delivered", "recent": "delivered"}
+
+
 def _index_definitions(conn, table, *, commit=True):
     rows = conn.execute(
         """SELECT indexname, indexdef FROM pg_indexes
