@@ -236,20 +236,25 @@ def test_a_run_with_nothing_new_reads_only_the_overlap(warehouse_conn):
     }
 
 
-def test_an_event_affected_for_several_reasons_is_judged_once(warehouse_conn):
-    """A recent row matched by a new status, and an older row matched by two, each count once.
+def test_events_affected_for_several_reasons_are_judged_once_each(warehouse_conn):
+    """A recent row matched through its alias and an older row matched by two new statuses count once each.
 
     03_events.sql takes the rows logged since the last run as it reads them and de-duplicates only the
-    other reasons, for the other rows: the two sets must not overlap, or the verdict would be written twice.
+    other reasons, for the other rows: the two sets must not overlap, or a verdict would be written twice.
     """
     from mailtrace.events import ProviderEvent
     from mailtrace.load import load_provider_events
 
     log_event(warehouse_conn, "older", provider_reference="ref-older", sent_at=NOW - timedelta(days=3))
+    # moves the log's watermark, so that the next run's recent rows start long after "older"
+    log_event(warehouse_conn, "anchor", local_status="FAILED", sent_at=NOW - timedelta(minutes=30))
     first = reconcile(warehouse_conn, now=NOW)
-    assert first["catch_up"] == 1 and verdicts(warehouse_conn) == {"older": None}
+    assert first["catch_up"] == 1
+    assert verdicts(warehouse_conn) == {"anchor": "send_failed", "older": None}
 
-    log_event(warehouse_conn, "recent", provider_reference="ref-recent", sent_at=NOW + timedelta(minutes=1))
+    # logged in upper case with spaces: matched through an alias made in the same run (a recent event that
+    # the alias arms name as well)
+    log_event(warehouse_conn, "recent", provider_reference=" REF-RECENT ", sent_at=NOW + timedelta(minutes=1))
     load_provider_events(
         warehouse_conn,
         [
@@ -270,9 +275,9 @@ def test_an_event_affected_for_several_reasons_is_judged_once(warehouse_conn):
     )
     second = reconcile(warehouse_conn, now=NOW + timedelta(minutes=10))
     assert second["catch_up"] == 0
-    assert second["affected"] == 2
+    assert second["affected"] == 3  # anchor and recent as logged since the last run; older by its statuses
     assert second["updated"] == 2
-    assert verdicts(warehouse_conn) == {"older": "delivered", "recent": "delivered"}
+    assert verdicts(warehouse_conn) == {"anchor": "send_failed", "older": "delivered", "recent": "delivered"}
 
 
 def _index_definitions(conn, table, *, commit=True):

@@ -13,15 +13,17 @@
 --   a send inside the open window), whatever its timestamps say;
 -- * events whose alias changed in this run (02_aliases.sql).
 -- Restricting to this delta keeps the cost of a run proportional to new data, not to the history.
--- The rows logged since the last run are each taken once as they are read (event_id is the log's key);
--- only the other reasons, for the events not among those rows, are de-duplicated and looked up in the log
--- again. A first or catch-up run's million recent rows so go straight into the table in parallel workers,
--- instead of through a de-duplication of every reason in one process and a second read of the log
--- (1,000,000 events: 4.3 s -> 2.0 s for what were two statements, medians of four and three runs).
+-- The rows logged since the last run are each taken once as they are read: event_id is unique in the log
+-- (CONTRACT.md §1; mailtrace's own sends are logged as 'resend:…'), so they need no de-duplication. Only the
+-- other reasons, for the events not among those rows, are de-duplicated and looked up in the log again. The
+-- recent rows of a first run or of a large load so go straight into the table in parallel workers, instead
+-- of through a de-duplication of every reason in one process and a second read of the log (1,000,000
+-- events: 4.3 s -> 2.0 s for what were two statements, medians of four and three runs).
 -- Those recent rows come in two arms: only SES events ask the history whether it heard of them (an index
 -- probe each in a small run, one hashed scan of the SES history in a large one). With that question on
--- every row the planner left the reference keys to the leader alone. The arms repeat one column list because
--- a shared CTE would be materialised, in one process.
+-- every row the planner left the reference keys to the leader alone; the other rows are few, so their arm
+-- asks it of each. The arms repeat one column list because a shared CTE would be materialised, in one
+-- process.
 -- The run's work tables (01_alias_candidates.sql, this one, 05) are UNLOGGED tables of this transaction, not
 -- temporary tables, so that reading them can use parallel workers (reconcile.py); this one is analysed, so
 -- the verdict is planned for the rows really affected (index look-ups into the history for a small run, hash
@@ -55,11 +57,12 @@ SELECT e.event_id, e.provider, e.local_status, e.sent_at,
        mailtrace.reference_key(e.provider, e.provider_reference) AS provider_reference_key,
        CASE WHEN e.provider_reference IS NULL
             THEN mailtrace.client_reference_key(e.client_reference) END AS client_reference_key,
-       e.provider = 'ses'
-       AND EXISTS (SELECT 1
-                     FROM mailtrace.provider_event p
-                    WHERE p.provider = 'ses'
-                      AND p.provider_reference = mailtrace.reference_key(e.provider, e.provider_reference))
+       CASE WHEN e.provider = 'ses'
+            THEN EXISTS (SELECT 1
+                           FROM mailtrace.provider_event p
+                          WHERE p.provider = 'ses'
+                            AND p.provider_reference = mailtrace.reference_key(e.provider, e.provider_reference))
+            ELSE false END
   FROM (
         -- the arms that read the log leave out its recent rows at once
         SELECT e.event_id
@@ -105,4 +108,5 @@ SELECT e.event_id, e.provider, e.local_status, e.sent_at,
         SELECT event_id FROM pg_temp.reconcile_alias_changed
        ) AS older
   JOIN mailtrace.event_log e ON e.event_id = older.event_id
+ -- the alias, look-up and alias-changed arms may name recent events too: those were taken above
  WHERE (e.sent_at < %(log_since)s OR e.sent_at IS NULL)
