@@ -293,6 +293,9 @@ def notify_run_in_extract(api) -> str | None:
     return None
 
 
+# Two recoveries, each waiting out the task heartbeat timeout (60 s) and a restart: about 220 s alone, and
+# past pytest's default 300 s once in a full run, while its own waits allow far more.
+@pytest.mark.timeout(2 * RUN_DEADLINE + PIPELINE_DEADLINE + 600)
 def test_scheduler_and_worker_killed_mid_run_lose_and_double_nothing(stack, api, warehouse):
     # A resend in flight while the scheduler dies: every subject still gets exactly one email.
     subjects = allowed_subjects(stack, warehouse, 12, offset=10)
