@@ -563,3 +563,53 @@ def test_an_unplannable_probe_says_it_cannot_tell_and_the_run_goes_on(empty_data
             for w in warnings
         ), warnings
         assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
+def test_a_large_load_is_sampled_for_the_plans_and_left_to_autovacuum_for_the_rest(warehouse_conn):
+    """The run samples provider_event's planned columns only, so autovacuum still analyses all of it later.
+
+    A full ANALYZE would reset the count of changed rows that autovacuum's own ANALYZE waits for, and leave
+    the table with the run's coarse sample until the next 10 % of changes.
+    """
+    from mailtrace.events import ProviderEvent
+    from mailtrace.load import load_provider_events
+
+    load_provider_events(
+        warehouse_conn,
+        [
+            ProviderEvent(
+                provider="gc_notify",
+                provider_reference=f"ref-{i}",
+                raw_status="delivered",
+                delivery_status="delivered",
+                event_at=NOW - timedelta(minutes=i),
+                source="test",
+                detail=f"detail {i}",
+            )
+            for i in range(500)
+        ],
+    )
+    warehouse_conn.execute("SELECT pg_stat_force_next_flush()")
+    warehouse_conn.commit()
+    reconcile(warehouse_conn, now=NOW)
+    warehouse_conn.execute("SELECT pg_stat_force_next_flush()")
+    warehouse_conn.commit()
+    warehouse_conn.execute("SELECT pg_stat_clear_snapshot()")
+    (known_rows,) = warehouse_conn.execute(
+        "SELECT reltuples FROM pg_class WHERE oid = 'mailtrace.provider_event'::regclass"
+    ).fetchone()
+    sampled = {
+        name
+        for (name,) in warehouse_conn.execute(
+            "SELECT attname FROM pg_stats WHERE schemaname = 'mailtrace' AND tablename = 'provider_event'"
+        )
+    }
+    (changed_since_analyze,) = warehouse_conn.execute(
+        """SELECT n_mod_since_analyze FROM pg_stat_user_tables
+           WHERE relid = 'mailtrace.provider_event'::regclass"""
+    ).fetchone()
+    warehouse_conn.commit()
+    assert known_rows == 500
+    assert {"id", "provider", "provider_reference"} <= sampled
+    assert "detail" not in sampled
+    assert changed_since_analyze >= 500

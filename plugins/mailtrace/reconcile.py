@@ -71,6 +71,17 @@ PARALLEL_TUPLE_COST = "0.01"
 # 10 s that way against 7.4 s with two workers. The events are ANALYZEd at once, so the verdict is planned
 # for the rows they really hold (10 or 10 million), not for a guess.
 _ANALYZE_AFTER = {"03_events.sql": "reconcile_events"}
+# The statistics target of the ANALYZEs a run makes for its own plans (_quick_analyze).
+QUICK_STATISTICS_TARGET = 10
+# The provider_event columns reconcile's statements filter and join on: what _refresh_statistics samples.
+_PROVIDER_EVENT_PLANNED_COLUMNS = (
+    "id",
+    "provider",
+    "provider_reference",
+    "client_reference",
+    "recipient_email",
+    "delivery_status",
+)
 # A run whose new provider rows exceed this fraction of what the statistics know re-analyses first.
 ANALYZE_FRACTION = 0.1
 # A run that gives at least this many first verdicts to an empty mailtrace.delivery (the first run on an
@@ -91,17 +102,35 @@ def _statements() -> list[tuple[str, str]]:
 
 
 def _refresh_statistics(conn: psycopg.Connection, new_rows: int) -> None:
-    """ANALYZE provider_event when this run's rows are a large part of it (a first or catch-up load).
+    """Re-sample provider_event when this run's rows are a large part of it (a first or catch-up load).
 
     The statements below pick index look-ups for a small delta and hash joins for a large one, but
-    only if the planner knows how many rows "id > cursor" holds; autovacuum would re-analyse the table
-    after such a load anyway (its default threshold is the same 10 %), just not before this run.
+    only if the planner knows how many rows "id > cursor" holds. A quick sample of the columns they filter
+    and join on is enough for that; naming the columns also leaves autovacuum's count of changed rows as it
+    is, so autovacuum still analyses the whole table at its full target afterwards (its default threshold
+    is the same 10 %).
     """
     (known_rows,) = conn.execute(
         "SELECT reltuples FROM pg_class WHERE oid = 'mailtrace.provider_event'::regclass"
     ).fetchone()
     if new_rows > 0 and new_rows > ANALYZE_FRACTION * max(known_rows, 0):
-        conn.execute("ANALYZE mailtrace.provider_event")
+        _quick_analyze(conn, "provider_event", _PROVIDER_EVENT_PLANNED_COLUMNS)
+
+
+def _quick_analyze(conn: psycopg.Connection, table: str, columns: tuple[str, ...] = ()) -> None:
+    """ANALYZE mailtrace.`table` (only `columns`, if given) from 300 × QUICK_STATISTICS_TARGET sampled rows.
+
+    Reconcile's plans need row counts and the share of rows that are NULL or SES, not fine histograms: at
+    the default target ANALYZE sorts a 30,000-row sample of text columns in the database's collation, which
+    took 0.2-0.4 s of a run each time (100,000 and 1,000,000 statuses), against 0.03 s for 3,000 rows.
+    """
+    (previous,) = conn.execute("SELECT current_setting('default_statistics_target')").fetchone()
+    conn.execute("SELECT set_config('default_statistics_target', %s, true)", (str(QUICK_STATISTICS_TARGET),))
+    column_list = (
+        sql.SQL("({})").format(sql.SQL(", ").join(map(sql.Identifier, columns))) if columns else sql.SQL("")
+    )
+    conn.execute(sql.SQL("ANALYZE {} {}").format(sql.Identifier("mailtrace", table), column_list))
+    conn.execute("SELECT set_config('default_statistics_target', %s, true)", (previous,))
 
 
 def _fill_empty_delivery(
@@ -192,7 +221,7 @@ def reconcile(
                 result = conn.execute(statement, params)
             counts[name.removesuffix(".sql")] = result.rowcount
             if name in _ANALYZE_AFTER:
-                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier("mailtrace", _ANALYZE_AFTER[name])))
+                _quick_analyze(conn, _ANALYZE_AFTER[name])
             seconds[name.removesuffix(".sql")] = round(time.perf_counter() - started, 3)
         set_state(conn, CURSOR_STATE, str(high_water))
         if newest_sent is not None:
