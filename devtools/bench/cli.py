@@ -25,7 +25,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scenario",
         action="append",
         choices=("throughput", "naive", "incremental", "memory", "resend", "application_cost"),
-        help="run only this scenario (repeatable); default: all five",
+        help="run only this scenario (repeatable); default: all six",
     )
     parser.add_argument("--reps", type=int, default=5, help="repetitions per scenario (default 5)")
     parser.add_argument("--quick", action="store_true", help="sizes 10x smaller: a smoke run")

@@ -73,3 +73,7 @@ class ProviderEvent:
 
 
 PROVIDER_EVENT_COLUMNS = tuple(f.name for f in fields(ProviderEvent))
+# Their types in provider_event, in the same order: what a binary COPY of copy_row() sends.
+PROVIDER_EVENT_COPY_TYPES = tuple(
+    "timestamptz" if name == "event_at" else "text" for name in PROVIDER_EVENT_COLUMNS
+)

