@@ -21,8 +21,8 @@ from psycopg import sql
 from devtools.bench import data
 from devtools.bench.harness import REPO, Measure, Server, log, timed
 from devtools.pgcluster import airflow_connection_json
-from mailtrace.events import PROVIDER_EVENT_COLUMNS, PROVIDER_EVENT_COPY_TYPES, ProviderEvent
-from mailtrace.load import load_provider_events
+from mailtrace.events import ProviderEvent
+from mailtrace.load import copy_provider_events, load_provider_events
 from mailtrace.reconcile import WORK_MEM as RECONCILE_WORK_MEM
 from mailtrace.reconcile import reconcile
 from mailtrace.warehouse import tune_bulk_transaction
@@ -97,16 +97,12 @@ def _aws_and_warehouse_env(endpoint: str, warehouse_dsn: str) -> dict[str, str]:
 
 
 def _copy_rows(conn: psycopg.Connection, events: list[ProviderEvent], table: sql.Identifier) -> None:
-    """COPY `events` into `table` by the loader's own client path (binary cursor.copy + write_row).
+    """COPY `events` into `table` by the loader's own client path (mailtrace.load.copy_provider_events).
 
     Into the unindexed `bench_bare_copy` this is the physical limit every ratio of the throughput scenario
     is taken against."""
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in PROVIDER_EVENT_COLUMNS)
     with conn.cursor() as cursor:
-        with cursor.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(table, columns)) as copy:
-            copy.set_types(PROVIDER_EVENT_COPY_TYPES)
-            for event in events:
-                copy.write_row(event.copy_row())
+        copy_provider_events(cursor, table, events)
     conn.commit()
 
 
