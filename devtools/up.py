@@ -195,6 +195,17 @@ class ManagedProcess:
         except ProcessLookupError:
             pass
 
+    def restart(self) -> None:
+        """Start the command again, first ending whatever is left of its earlier runs.
+
+        As a container's or a systemd unit's restart does. A scheduler killed on its own leaves its
+        LocalExecutor workers and serve-logs behind, and they share its metadata-database connection: the
+        transaction it died in stays open as long as they live, and the new scheduler skips every DAG run
+        that transaction had locked, for good (a resend run stayed "running" until they were killed).
+        """
+        self.stop()
+        self.start()
+
     def stop(self, timeout: float = 30) -> None:
         if self.popen is None:
             return
@@ -520,10 +531,7 @@ class AirflowStack:
 
     def restart(self, name: str) -> None:
         """Start a process again (after a test killed it); it keeps its command, env and log."""
-        process = self.processes[name]
-        if process.running():
-            process.stop()
-        process.start()
+        self.processes[name].restart()
         self._write_pid_file()
 
     def _write_pid_file(self) -> None:

@@ -74,11 +74,19 @@ def run_state(api: ApiClient, dag_id: str, run_id: str) -> str:
 
 
 def wait_for_run(api: ApiClient, dag_id: str, run_id: str, *, timeout: float) -> str:
-    return wait_for(
-        lambda: (state := run_state(api, dag_id, run_id)) in FINISHED and state,
-        timeout=timeout,
-        what=f"{dag_id} run {run_id} to finish",
-    )
+    """The run's final state; at the deadline, fail naming where each of its tasks stands."""
+    try:
+        return wait_for(
+            lambda: (state := run_state(api, dag_id, run_id)) in FINISHED and state,
+            timeout=timeout,
+            what=f"{dag_id} run {run_id} to finish",
+        )
+    except AssertionError as timed_out:
+        where = ", ".join(
+            f"{ti['task_id']}[{ti['map_index']}] {ti['state']} (try {ti['try_number']})"
+            for ti in task_instances(api, dag_id, run_id)
+        )
+        raise AssertionError(f"{timed_out}; its tasks: {where}") from None
 
 
 def runs(api: ApiClient, dag_id: str) -> list[dict]:

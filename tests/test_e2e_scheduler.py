@@ -303,6 +303,8 @@ def test_scheduler_and_worker_killed_mid_run_lose_and_double_nothing(stack, api,
     resend = trigger(api, RESEND_DAG, resend_conf(incident, subjects, chunk_size=3, rate_per_minute=30))
     wait_for(lambda: sum(sends_by_subject(stack.sim, incident).values()) >= 2, timeout=RUN_DEADLINE,
              what="the resend to start sending", interval=0.5)  # fmt: skip
+    # The scheduler process alone dies (an OOM kill, say); its restart, like a container's or a systemd
+    # unit's, ends what it left running, so on LocalExecutor the chunks in flight die mid-send too.
     scheduler = stack.processes["scheduler"]
     scheduler.kill(signal.SIGKILL, group=False)
     wait_for(lambda: not scheduler.running(), timeout=30, what="the scheduler to die")

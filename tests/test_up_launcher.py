@@ -1,14 +1,27 @@
-"""`make up` / `make down` refuse clearly what they cannot do, before starting anything."""
+"""`make up` / `make down` refuse clearly what they cannot do, before starting anything; a restarted
+process leaves nothing of its earlier run behind."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import sys
+import time
 
 import pytest
 
-from devtools.up import PID_FILE_NAME, AirflowStack, StackError, StackSettings, down, up, worker_hostname
+from devtools.up import (
+    PID_FILE_NAME,
+    AirflowStack,
+    ManagedProcess,
+    StackError,
+    StackSettings,
+    down,
+    up,
+    worker_hostname,
+)
 
 
 def test_a_second_make_up_says_one_is_running(tmp_path, capsys):
@@ -52,3 +65,49 @@ def test_make_down_after_the_launcher_died_clears_its_record(tmp_path):
 def test_each_celery_worker_reports_its_own_hostname(monkeypatch):
     monkeypatch.setenv("MAILTRACE_WORKER_NAME", "worker2")
     assert worker_hostname().endswith("-worker2")
+
+
+def _process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of `pid` ('Z' for a zombie), or None once it is gone."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _wait_for_file(path, deadline_seconds: float = 30) -> str:
+    deadline = time.monotonic() + deadline_seconds
+    while not path.exists() or not path.read_text().endswith("\n"):
+        assert time.monotonic() < deadline, f"{path} was never written"
+        time.sleep(0.05)
+    return path.read_text()
+
+
+def test_a_restart_ends_what_the_killed_process_left_running(tmp_path):
+    # Like a LocalExecutor scheduler killed on its own: its child outlives it, still holding what the
+    # parent held (in Airflow, the metadata-database connection and the transaction it died in).
+    child_pid_file = tmp_path / "child.pid"
+    parent = (
+        "import subprocess, sys; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']); "
+        f"open({str(child_pid_file)!r}, 'a').write(f'{{child.pid}}\\n'); "
+        "child.wait()"
+    )
+    process = ManagedProcess("parent", [sys.executable, "-c", parent], dict(os.environ), tmp_path / "p.log")
+    process.start()
+    try:
+        first_child = int(_wait_for_file(child_pid_file).split()[0])
+        process.kill(signal.SIGKILL, group=False)
+        process.popen.wait(30)
+        assert _process_state(first_child) not in (None, "Z")  # the orphan lives on
+
+        process.restart()
+
+        assert process.running()
+        deadline = time.monotonic() + 30
+        while _process_state(first_child) not in (None, "Z"):
+            assert time.monotonic() < deadline, "the killed process's child survived the restart"
+            time.sleep(0.05)
+    finally:
+        process.stop()
