@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,13 +71,13 @@ def test_each_celery_worker_reports_its_own_hostname(monkeypatch):
 def _process_state(pid: int) -> str | None:
     """The kernel's one-letter state of `pid` ('Z' for a zombie), or None once it is gone."""
     try:
-        stat = open(f"/proc/{pid}/stat").read()
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return None
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _wait_for_file(path, deadline_seconds: float = 30) -> str:
+def _wait_for_file(path: Path, deadline_seconds: float = 30) -> str:
     deadline = time.monotonic() + deadline_seconds
     while not path.exists() or not path.read_text().endswith("\n"):
         assert time.monotonic() < deadline, f"{path} was never written"
