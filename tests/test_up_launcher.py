@@ -8,7 +8,6 @@ import os
 import signal
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from devtools.up import (
     up,
     worker_hostname,
 )
+from tests.airflow_stack import wait_for
 
 
 def test_a_second_make_up_says_one_is_running(tmp_path, capsys):
@@ -77,12 +77,10 @@ def _process_state(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[0]
 
 
-def _wait_for_file(path: Path, deadline_seconds: float = 30) -> str:
-    deadline = time.monotonic() + deadline_seconds
-    while not path.exists() or not path.read_text().endswith("\n"):
-        assert time.monotonic() < deadline, f"{path} was never written"
-        time.sleep(0.05)
-    return path.read_text()
+def _pids_written(path: Path) -> list[int]:
+    """The pids written to `path` so far, one per whole line."""
+    text = path.read_text() if path.exists() else ""
+    return [int(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def test_a_restart_ends_what_the_killed_process_left_running(tmp_path):
@@ -98,7 +96,12 @@ def test_a_restart_ends_what_the_killed_process_left_running(tmp_path):
     process = ManagedProcess("parent", [sys.executable, "-c", parent], dict(os.environ), tmp_path / "p.log")
     process.start()
     try:
-        first_child = int(_wait_for_file(child_pid_file).split()[0])
+        first_child, *_ = wait_for(
+            lambda: _pids_written(child_pid_file),
+            timeout=30,
+            what="the parent to start its child",
+            interval=0.05,
+        )
         process.kill(signal.SIGKILL, group=False)
         process.popen.wait(30)
         assert _process_state(first_child) not in (None, "Z")  # the orphan lives on
@@ -106,9 +109,11 @@ def test_a_restart_ends_what_the_killed_process_left_running(tmp_path):
         process.restart()
 
         assert process.running()
-        deadline = time.monotonic() + 30
-        while _process_state(first_child) not in (None, "Z"):
-            assert time.monotonic() < deadline, "the killed process's child survived the restart"
-            time.sleep(0.05)
+        wait_for(
+            lambda: _process_state(first_child) in (None, "Z"),
+            timeout=30,
+            what="the restart to end the killed process's child",
+            interval=0.05,
+        )
     finally:
         process.stop()
